@@ -1,0 +1,39 @@
+//! Writes an rpath to the libtorch inside the project's virtual environment, so `cargo run`,
+//! `cargo test` and the installed binary find `libtorch*.so` without LD_LIBRARY_PATH.
+//! When the full CUDA wheel set is installed (cuBLAS present), `libtorch_cuda.so` is kept
+//! linked even though no symbol of ours references it: without it libtorch never sees the GPU.
+use std::path::{Path, PathBuf};
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=MYOSCOPE_NO_CUDA");
+    let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
+        return;
+    };
+    let libtorch = libtorch.canonicalize().unwrap_or(libtorch);
+    let lib = libtorch.join("lib");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    // The wheel's CUDA runtime libraries live beside torch in site-packages/nvidia/*/lib.
+    let site_packages = libtorch.parent().unwrap_or(Path::new("."));
+    let nvidia = site_packages.join("nvidia");
+    let mut cuda_libs = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&nvidia) {
+        for entry in entries.flatten() {
+            let dir = entry.path().join("lib");
+            if dir.is_dir() {
+                cuda_libs.push(dir);
+            }
+        }
+    }
+    cuda_libs.sort();
+    for dir in &cuda_libs {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+    }
+    let full_cuda = cuda_libs.iter().any(|d| d.join("libcublas.so.13").exists())
+        && lib.join("libtorch_cuda.so").exists();
+    if full_cuda && std::env::var_os("MYOSCOPE_NO_CUDA").is_none() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-ltorch_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+}

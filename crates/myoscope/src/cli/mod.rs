@@ -1,0 +1,43 @@
+//! The `myoscope` command line: one sub-command per job, each in its own file.
+pub mod bench;
+pub mod demo;
+pub mod predict;
+pub mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "myoscope", version, about = "Deep learning on biopsy microscope images")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train an aggregated-patch classifier on a manifest or class folders.
+    Train(train::TrainArgs),
+    /// Classify photos with a trained model: per-image and per-slide probabilities.
+    Predict(predict::PredictArgs),
+    /// Generate a synthetic H&E muscle data set, train on it and evaluate on held-out slides.
+    Demo(demo::DemoArgs),
+    /// Time forward and training steps next to the same model in PyTorch.
+    Bench(bench::BenchArgs),
+    /// List the model architectures.
+    Models,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Models => {
+            for (name, about) in crate::models::ARCHITECTURES {
+                println!("{name:<18} {about}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Turning predictions into figures and pictures.
+pub mod metrics;
+pub mod svg;

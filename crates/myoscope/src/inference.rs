@@ -1,0 +1,180 @@
+//! Prediction on new photos: the centre square of each photo (the paper's test protocol), the
+//! class probabilities per image, and per slide the mean over its images.
+use crate::data::loader::{centre_items, spawn_epoch, EpochPlan, ImageSource};
+use crate::data::Dataset;
+use crate::evaluation::metrics::{argmax_rows, ConfusionMatrix};
+use crate::training::LoadedModel;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImagePrediction {
+    pub path: String,
+    pub slide: Option<String>,
+    /// True class, when the input says it.
+    pub truth: Option<String>,
+    pub predicted: String,
+    /// Probabilities in the order of the model's classes.
+    pub probabilities: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SlidePrediction {
+    pub slide: String,
+    pub images: usize,
+    pub truth: Option<String>,
+    pub predicted: String,
+    /// Mean of the slide's image probabilities.
+    pub probabilities: Vec<f64>,
+}
+
+/// Runs the model over every photo of `ds` (centre square), `batch_size` photos at a time.
+pub fn predict(model: &LoadedModel, ds: Dataset, batch_size: usize, progress: bool) -> Result<Vec<ImagePrediction>> {
+    let classes = model.spec.classes.clone();
+    let labelled = ds.labelled;
+    let n = ds.samples.len();
+    let src = Arc::new(ImageSource::new(
+        Arc::new(ds),
+        model.spec.model.input_size as u32,
+        model.spec.model.normalization.clone(),
+    ));
+    let plan = EpochPlan {
+        items: centre_items(n),
+        batch_size: batch_size.max(1),
+        augmentation: None,
+        shuffle: false,
+        seed: 0,
+        epoch: 0,
+    };
+    let bar = if progress {
+        indicatif::ProgressBar::new(n as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut out = Vec::with_capacity(n);
+    for batch in spawn_epoch(src.clone(), plan) {
+        let batch = batch?;
+        let probs = model.probabilities(&batch.images());
+        let rows: Vec<Vec<f64>> = Vec::<Vec<f32>>::try_from(&probs)
+            .context("reading probabilities")?
+            .into_iter()
+            .map(|r| r.into_iter().map(f64::from).collect())
+            .collect();
+        for (item, p) in batch.items.iter().zip(rows) {
+            let s = &src.dataset().samples[item.sample];
+            let best = argmax_rows(std::slice::from_ref(&p))[0];
+            out.push(ImagePrediction {
+                path: s.rel_path.clone(),
+                slide: s.slide.clone(),
+                truth: labelled.then(|| classes[s.label].clone()),
+                predicted: classes[best].clone(),
+                probabilities: p,
+            });
+        }
+        bar.inc(batch.items.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Slide probability = mean over the slide's images (Kabeya et al.'s slide-level protocol).
+pub fn slide_means(preds: &[ImagePrediction], classes: &[String]) -> Vec<SlidePrediction> {
+    let mut by_slide: BTreeMap<&str, Vec<&ImagePrediction>> = BTreeMap::new();
+    for p in preds {
+        if let Some(s) = &p.slide {
+            by_slide.entry(s).or_default().push(p);
+        }
+    }
+    by_slide
+        .into_iter()
+        .map(|(slide, members)| {
+            let k = classes.len();
+            let mut mean = vec![0.0; k];
+            for m in &members {
+                for (acc, v) in mean.iter_mut().zip(&m.probabilities) {
+                    *acc += v / members.len() as f64;
+                }
+            }
+            let truth = members[0].truth.clone().filter(|t| members.iter().all(|m| m.truth.as_ref() == Some(t)));
+            SlidePrediction {
+                slide: slide.to_string(),
+                images: members.len(),
+                truth,
+                predicted: classes[argmax_rows(std::slice::from_ref(&mean))[0]].clone(),
+                probabilities: mean,
+            }
+        })
+        .collect()
+}
+
+/// Confusion matrix over the predictions that carry a truth.
+pub fn confusion<'a>(classes: &[String], pairs: impl Iterator<Item = (Option<&'a String>, &'a String)>) -> Option<ConfusionMatrix> {
+    let idx = |c: &String| classes.iter().position(|k| k == c);
+    let (truth, pred): (Vec<usize>, Vec<usize>) = pairs
+        .filter_map(|(t, p)| Some((idx(t?)?, idx(p)?)))
+        .unzip();
+    (!truth.is_empty()).then(|| ConfusionMatrix::new(classes, &truth, &pred))
+}
+
+/// One row per image: path, slide, truth, predicted, then one probability column per class.
+pub fn write_csv(path: &Path, classes: &[String], preds: &[ImagePrediction]) -> Result<()> {
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut header = vec!["path".to_string(), "slide".into(), "truth".into(), "predicted".into()];
+    header.extend(classes.iter().map(|c| format!("p_{c}")));
+    w.write_record(&header)?;
+    for p in preds {
+        let mut row = vec![
+            p.path.clone(),
+            p.slide.clone().unwrap_or_default(),
+            p.truth.clone().unwrap_or_default(),
+            p.predicted.clone(),
+        ];
+        row.extend(p.probabilities.iter().map(|v| format!("{v:.6}")));
+        w.write_record(&row)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+pub fn write_slide_csv(path: &Path, classes: &[String], slides: &[SlidePrediction]) -> Result<()> {
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut header = vec!["slide".to_string(), "images".into(), "truth".into(), "predicted".into()];
+    header.extend(classes.iter().map(|c| format!("p_{c}")));
+    w.write_record(&header)?;
+    for s in slides {
+        let mut row = vec![s.slide.clone(), s.images.to_string(), s.truth.clone().unwrap_or_default(), s.predicted.clone()];
+        row.extend(s.probabilities.iter().map(|v| format!("{v:.6}")));
+        w.write_record(&row)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slide_probability_is_the_mean_of_its_images() {
+        let classes = vec!["a".to_string(), "b".to_string()];
+        let p = |path: &str, slide: &str, probs: [f64; 2]| ImagePrediction {
+            path: path.into(),
+            slide: Some(slide.into()),
+            truth: Some("b".into()),
+            predicted: String::new(),
+            probabilities: probs.to_vec(),
+        };
+        let preds = vec![p("1", "s", [0.8, 0.2]), p("2", "s", [0.2, 0.8]), p("3", "s", [0.2, 0.8]), p("4", "t", [0.9, 0.1])];
+        let slides = slide_means(&preds, &classes);
+        assert_eq!(slides.len(), 2);
+        assert_eq!(slides[0].images, 3);
+        assert!((slides[0].probabilities[1] - 0.6).abs() < 1e-12);
+        assert_eq!(slides[0].predicted, "b");
+        assert_eq!(slides[1].predicted, "a");
+        let cm = confusion(&classes, slides.iter().map(|s| (s.truth.as_ref(), &s.predicted))).unwrap();
+        assert_eq!(cm.counts, vec![vec![0, 0], vec![1, 1]]);
+    }
+}

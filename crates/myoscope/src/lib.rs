@@ -1,0 +1,10 @@
+//! myoscope: deep learning on biopsy microscope images.
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod models;
+pub mod synth;
+pub mod training;
+pub mod evaluation;
+pub mod inference;

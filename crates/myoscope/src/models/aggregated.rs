@@ -1,0 +1,102 @@
+//! Kabeya et al.'s aggregated classifier: the input is cut into a g×g grid of patches, one
+//! shared trunk runs on all patches as a single batch, and the patch feature maps are laid
+//! back out as a mosaic. Global average pooling over the mosaic + a linear layer gives the
+//! image's logits; each patch's map + its own linear layer gives patch logits, used only in
+//! the training loss (and by the patch-weighted Grad-CAM). A 1×1 grid is a plain classifier.
+use super::backbone::Backbone;
+use tch::nn;
+use tch::Tensor;
+
+/// Everything a forward pass produces; the mosaic is kept for heat-maps.
+#[derive(Debug)]
+pub struct AggregatedOutput {
+    /// [B, K] final logits.
+    pub logits: Tensor,
+    /// [B, g·g, K] per-patch logits in row-major patch order; `None` for a 1×1 grid.
+    pub patch_logits: Option<Tensor>,
+    /// [B, C, g·h, g·w] patch feature maps stitched in their spatial positions.
+    pub mosaic: Tensor,
+}
+
+#[derive(Debug)]
+pub struct AggregatedClassifier {
+    trunk: Box<dyn Backbone>,
+    head: nn::Linear,
+    patch_head: Option<nn::Linear>,
+    grid: i64,
+    num_classes: i64,
+}
+
+impl AggregatedClassifier {
+    pub fn new(root: &nn::Path, trunk: Box<dyn Backbone>, grid: i64, num_classes: i64) -> Self {
+        let c = trunk.out_channels();
+        let mut head_path = root.clone();
+        for part in trunk.head_name().split('.') {
+            head_path = &head_path / part;
+        }
+        let head = nn::linear(head_path, c, num_classes, Default::default());
+        let patch_head = (grid > 1)
+            .then(|| nn::linear(root / "patch_classifier", c, num_classes, Default::default()));
+        Self {
+            trunk,
+            head,
+            patch_head,
+            grid,
+            num_classes,
+        }
+    }
+
+    pub fn grid(&self) -> i64 {
+        self.grid
+    }
+
+    pub fn num_classes(&self) -> i64 {
+        self.num_classes
+    }
+
+    /// [B, C, H, W] → [B·g·g, C, H/g, W/g], patches in row-major order.
+    pub fn split_patches(&self, xs: &Tensor) -> Tensor {
+        let (b, c, h, w) = xs.size4().expect("image batch must be 4-D");
+        let g = self.grid;
+        xs.view([b, c, g, h / g, g, w / g])
+            .permute([0, 2, 4, 1, 3, 5])
+            .reshape([b * g * g, c, h / g, w / g])
+    }
+
+    /// [B·g·g, C, h, w] → [B, C, g·h, g·w], the inverse layout of `split_patches`.
+    pub fn stitch_mosaic(&self, maps: &Tensor) -> Tensor {
+        let (n, c, h, w) = maps.size4().expect("feature maps must be 4-D");
+        let g = self.grid;
+        let b = n / (g * g);
+        maps.view([b, g, g, c, h, w])
+            .permute([0, 3, 1, 4, 2, 5])
+            .reshape([b, c, g * h, g * w])
+    }
+
+    /// Patch feature maps [B·g·g, C, h, w] → output. Split from `forward_t` so Grad-CAM can
+    /// hold on to the maps and differentiate with respect to them.
+    pub fn head_forward(&self, maps: &Tensor) -> AggregatedOutput {
+        let mosaic = self.stitch_mosaic(maps);
+        let pooled = mosaic.mean_dim(&[2i64, 3][..], false, None);
+        let logits = pooled.apply(&self.head);
+        let patch_logits = self.patch_head.as_ref().map(|ph| {
+            let n = maps.size()[0];
+            let per_patch = maps.mean_dim(&[2i64, 3][..], false, None).apply(ph);
+            per_patch.view([n / (self.grid * self.grid), self.grid * self.grid, self.num_classes])
+        });
+        AggregatedOutput {
+            logits,
+            patch_logits,
+            mosaic,
+        }
+    }
+
+    /// The trunk on all patches of the batch: [B, C, H, W] → [B·g·g, C', h, w].
+    pub fn patch_maps(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.trunk.features(&self.split_patches(xs), train)
+    }
+
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> AggregatedOutput {
+        self.head_forward(&self.patch_maps(xs, train))
+    }
+}

@@ -1,0 +1,109 @@
+//! Checkpoints that survive a crash at any instant: each file is written under a temporary
+//! name, flushed and renamed into place, and `state.json` (the pointer to the latest complete
+//! checkpoint) is replaced last. A kill between two renames leaves the previous state valid.
+use anyhow::{Context, Result};
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use tch::Tensor;
+
+/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    {
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+}
+
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// Saves named tensors as safetensors, atomically.
+pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let tmp = tmp_path(path);
+    // safetensors needs contiguous CPU tensors.
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous()))
+        .collect();
+    Tensor::write_safetensors(&cpu, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+}
+
+pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    Ok(Tensor::read_safetensors(path)
+        .with_context(|| format!("cannot read weights {}", path.display()))?
+        .into_iter()
+        .collect())
+}
+
+fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Copies tensors into a var store by name. Every variable of the store must be present
+/// with the same shape; keys that are not variables (optimiser state, `num_batches_tracked`)
+/// are ignored.
+pub fn load_into_varstore(vs: &tch::nn::VarStore, tensors: &HashMap<String, Tensor>, source: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in vs.variables() {
+            match tensors.get(&name) {
+                Some(src) if src.size() == var.size() => {
+                    var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
+                }
+                Some(src) => anyhow::bail!(
+                    "{}: '{name}' has shape {:?}, the model expects {:?} (was it trained with another architecture or class count?)",
+                    source.display(),
+                    src.size(),
+                    var.size()
+                ),
+                None => missing.push(name),
+            }
+        }
+        Ok(())
+    })?;
+    if !missing.is_empty() {
+        missing.sort();
+        anyhow::bail!(
+            "{} lacks {} of the model's parameters (first: {}); it does not belong to this architecture",
+            source.display(),
+            missing.len(),
+            missing[0]
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_leave_no_temp_files() {
+        let d = std::env::temp_dir().join(format!("myoscope-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("state.json");
+        write_json_atomic(&p, &serde_json::json!({"epoch": 3})).unwrap();
+        let v: serde_json::Value = read_json(&p).unwrap();
+        assert_eq!(v["epoch"], 3);
+        let t = d.join("w.safetensors");
+        save_tensors(&t, &[("a".into(), Tensor::from_slice(&[1.0f32, 2.0]))]).unwrap();
+        assert_eq!(load_tensors(&t).unwrap()["a"].size(), vec![2]);
+        assert!(!d.join("w.safetensors.tmp").exists() && !d.join("state.json.tmp").exists());
+    }
+}
