@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=MYOSCOPE_NO_CUDA");
+    println!("cargo:rerun-if-env-changed=MYOSCOPE_FORCE_CUDA");
     let Some(libtorch) = std::env::var_os("LIBTORCH").map(PathBuf::from) else {
         return;
     };
@@ -31,7 +32,13 @@ fn main() {
     }
     let full_cuda = cuda_libs.iter().any(|d| d.join("libcublas.so.13").exists())
         && lib.join("libtorch_cuda.so").exists();
-    if full_cuda && std::env::var_os("MYOSCOPE_NO_CUDA").is_none() {
+    // MYOSCOPE_FORCE_CUDA: link libtorch_cuda even though its CUDA libraries are not here, for
+    // a binary built on a CPU machine and run where they are (they resolve at load time).
+    let forced = std::env::var_os("MYOSCOPE_FORCE_CUDA").is_some();
+    if forced {
+        println!("cargo:rustc-link-arg=-Wl,--allow-shlib-undefined");
+    }
+    if (full_cuda || forced) && std::env::var_os("MYOSCOPE_NO_CUDA").is_none() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");

@@ -66,7 +66,30 @@ pub struct TrainingConfig {
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
     pub optimizer: RAdamConfig,
+    pub lr_schedule: LrSchedule,
     pub augmentation: Augmentation,
+}
+
+/// Learning rate over the epochs. Kabeya et al. keep it constant; a cosine decay to
+/// `min_lr` steadies short runs from scratch (the demo) and is DEDL's schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum LrSchedule {
+    Constant,
+    Cosine { min_lr: f64 },
+}
+
+impl LrSchedule {
+    /// The learning rate of 0-based `epoch` out of `epochs`, from the base rate.
+    pub fn lr_at(&self, base: f64, epoch: usize, epochs: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => base,
+            LrSchedule::Cosine { min_lr } => {
+                let t = epoch as f64 / (epochs.max(2) - 1) as f64;
+                min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
 }
 
 impl Default for TrainingConfig {
@@ -78,6 +101,7 @@ impl Default for TrainingConfig {
             seed: 0,
             device: "auto".into(),
             optimizer: RAdamConfig::default(),
+            lr_schedule: LrSchedule::Constant,
             augmentation: Augmentation::default(),
         }
     }
@@ -142,6 +166,17 @@ mod tests {
         assert_eq!(c.training.optimizer.lr, 1e-4);
         let back = TrainConfig::from_toml_str(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn cosine_runs_from_base_to_min() {
+        let s = LrSchedule::Cosine { min_lr: 1e-5 };
+        assert_eq!(s.lr_at(1e-3, 0, 10), 1e-3);
+        assert!((s.lr_at(1e-3, 9, 10) - 1e-5).abs() < 1e-15);
+        assert!(s.lr_at(1e-3, 5, 10) < s.lr_at(1e-3, 4, 10));
+        assert_eq!(LrSchedule::Constant.lr_at(1e-4, 7, 10), 1e-4);
+        let c = TrainConfig::from_toml_str("[training.lr_schedule]\nkind = \"cosine\"\nmin_lr = 1e-6\n").unwrap();
+        assert_eq!(c.training.lr_schedule, LrSchedule::Cosine { min_lr: 1e-6 });
     }
 
     #[test]

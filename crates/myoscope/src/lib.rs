@@ -4,6 +4,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod models;
+pub mod runtime;
 pub mod synth;
 pub mod training;
 pub mod evaluation;

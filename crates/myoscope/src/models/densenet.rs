@@ -15,9 +15,10 @@ pub struct DenseNetConfig {
     pub block_config: Vec<i64>,
     pub num_init_features: i64,
     pub bn_size: i64,
-    /// A 7×7/2 stem conv followed by a 3×3/2 max-pool (ImageNet style); small inputs use a
-    /// 3×3/1 stem without pooling so that tiny patches keep some spatial extent.
+    /// A 7×7/2 stem conv followed by a 3×3/2 max-pool (ImageNet style); otherwise a single
+    /// 3×3 conv of stride `small_stem_stride` without pooling, so tiny patches keep some extent.
     pub imagenet_stem: bool,
+    pub small_stem_stride: i64,
 }
 
 impl DenseNetConfig {
@@ -29,10 +30,12 @@ impl DenseNetConfig {
             num_init_features: 64,
             bn_size: 4,
             imagenet_stem: true,
+            small_stem_stride: 1,
         }
     }
 
-    /// A small DenseNet for the CPU demo: 3 blocks of 4 layers, growth 12.
+    /// A small DenseNet for the CPU demo: 3 blocks of 4 layers, growth 12, a stride-2 stem
+    /// (a 32² patch becomes a 4×4 map, as 160² becomes 5×5 in DenseNet-121).
     pub fn tiny() -> Self {
         Self {
             growth_rate: 12,
@@ -40,6 +43,7 @@ impl DenseNetConfig {
             num_init_features: 24,
             bn_size: 4,
             imagenet_stem: false,
+            small_stem_stride: 2,
         }
     }
 }
@@ -115,7 +119,11 @@ impl DenseNet {
     /// Builds the trunk with parameters under `root / "features"` (torchvision naming).
     pub fn new(root: &nn::Path, cfg: &DenseNetConfig, in_channels: i64) -> Self {
         let p = root / "features";
-        let (k, s, pad) = if cfg.imagenet_stem { (7, 2, 3) } else { (3, 1, 1) };
+        let (k, s, pad) = if cfg.imagenet_stem {
+            (7, 2, 3)
+        } else {
+            (3, cfg.small_stem_stride, 1)
+        };
         let conv0 = conv(&p / "conv0", in_channels, cfg.num_init_features, k, s, pad);
         let norm0 = bn(&p / "norm0", cfg.num_init_features);
         let mut c = cfg.num_init_features;

@@ -150,7 +150,7 @@ mod tests {
         let out = model.forward_t(&Tensor::rand([2, 3, 64, 64], (Kind::Float, Device::Cpu)), false);
         assert_eq!(out.logits.size(), vec![2, 3]);
         assert_eq!(out.patch_logits.unwrap().size(), vec![2, 16, 3]);
-        // tiny trunk: 16 px patch → 4 px map after two transitions.
-        assert_eq!(out.mosaic.size()[2], 16);
+        // tiny trunk: 16 px patch → 8 px after the stem → 2 px after two transitions.
+        assert_eq!(out.mosaic.size()[2], 8);
     }
 }

@@ -88,6 +88,14 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     cfg.validate()?;
     let device = crate::device::parse_device(&cfg.training.device)?;
     let dataset = Arc::new(Dataset::open(&cfg.data.source, &cfg.data.columns, None)?);
+    if dataset.classes.len() < 2 {
+        bail!(
+            "{} has a single class ({}) in column '{}'; a classifier needs at least two",
+            cfg.data.source.display(),
+            dataset.classes.join(", "),
+            cfg.data.columns.label
+        );
+    }
     check_headers(&dataset)?;
     let split_path = out.join(run_dir::SPLIT_FILE);
     let split = if opts.resume {
@@ -168,6 +176,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
             break;
         }
         let t0 = Instant::now();
+        let base_lr = cfg.training.optimizer.lr;
+        opt.set_lr(cfg.training.lr_schedule.lr_at(base_lr, epoch, cfg.training.epochs));
         let bar = progress_bar(opts.progress, train_items.len(), epoch + 1, cfg.training.epochs);
         let (train_loss, train_accuracy) = {
             let plan = EpochPlan {
