@@ -119,7 +119,8 @@ impl TrainConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        Self::from_toml_str(&text).with_context(|| format!("config {} is not valid", path.display()))
+        Self::from_toml_str(&text)
+            .with_context(|| format!("config {} is not valid", path.display()))
     }
 
     pub fn from_toml_str(text: &str) -> Result<Self> {
@@ -133,8 +134,14 @@ impl TrainConfig {
     /// Checks values that serde cannot, with a fix in each message.
     pub fn validate(&self) -> Result<()> {
         crate::models::validate_geometry(self.model.input_size, self.model.grid)?;
-        anyhow::ensure!(self.training.epochs >= 1, "training.epochs must be at least 1");
-        anyhow::ensure!(self.training.batch_size >= 1, "training.batch_size must be at least 1");
+        anyhow::ensure!(
+            self.training.epochs >= 1,
+            "training.epochs must be at least 1"
+        );
+        anyhow::ensure!(
+            self.training.batch_size >= 1,
+            "training.batch_size must be at least 1"
+        );
         anyhow::ensure!(
             (0.0..1.0).contains(&self.data.validation_fraction),
             "data.validation_fraction must be in [0, 1), got {}",
@@ -175,7 +182,10 @@ mod tests {
         assert!((s.lr_at(1e-3, 9, 10) - 1e-5).abs() < 1e-15);
         assert!(s.lr_at(1e-3, 5, 10) < s.lr_at(1e-3, 4, 10));
         assert_eq!(LrSchedule::Constant.lr_at(1e-4, 7, 10), 1e-4);
-        let c = TrainConfig::from_toml_str("[training.lr_schedule]\nkind = \"cosine\"\nmin_lr = 1e-6\n").unwrap();
+        let c = TrainConfig::from_toml_str(
+            "[training.lr_schedule]\nkind = \"cosine\"\nmin_lr = 1e-6\n",
+        )
+        .unwrap();
         assert_eq!(c.training.lr_schedule, LrSchedule::Cosine { min_lr: 1e-6 });
     }
 

@@ -10,9 +10,9 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         "auto" => Device::cuda_if_available(),
         "cuda" | "gpu" => require_cuda(0)?,
         s if s.starts_with("cuda:") => {
-            let n: usize = s[5..]
-                .parse()
-                .map_err(|_| anyhow::anyhow!("device '{spec}': the GPU index after 'cuda:' must be a number"))?;
+            let n: usize = s[5..].parse().map_err(|_| {
+                anyhow::anyhow!("device '{spec}': the GPU index after 'cuda:' must be a number")
+            })?;
             require_cuda(n)?
         }
         _ => bail!("unknown device '{spec}'; use cpu, cuda, cuda:N or auto"),
@@ -25,7 +25,10 @@ fn require_cuda(n: usize) -> Result<Device> {
         bail!("CUDA was requested but libtorch sees no GPU (is the CUDA build of torch installed? run scripts/setup.sh --cuda); use --device cpu");
     }
     if n >= count {
-        bail!("cuda:{n} requested but only {count} GPU(s) are visible (cuda:0..cuda:{})", count - 1);
+        bail!(
+            "cuda:{n} requested but only {count} GPU(s) are visible (cuda:0..cuda:{})",
+            count - 1
+        );
     }
     Ok(Device::Cuda(n))
 }
@@ -46,7 +49,10 @@ mod tests {
     #[test]
     fn parses_cpu_and_rejects_nonsense() {
         assert_eq!(parse_device("CPU").unwrap(), Device::Cpu);
-        assert!(parse_device("tpu").unwrap_err().to_string().contains("cpu, cuda"));
+        assert!(parse_device("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("cpu, cuda"));
         assert!(parse_device("cuda:x").is_err());
         let _ = parse_device("auto").unwrap();
     }

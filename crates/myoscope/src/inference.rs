@@ -32,7 +32,12 @@ pub struct SlidePrediction {
 }
 
 /// Runs the model over every photo of `ds` (centre square), `batch_size` photos at a time.
-pub fn predict(model: &LoadedModel, ds: Dataset, batch_size: usize, progress: bool) -> Result<Vec<ImagePrediction>> {
+pub fn predict(
+    model: &LoadedModel,
+    ds: Dataset,
+    batch_size: usize,
+    progress: bool,
+) -> Result<Vec<ImagePrediction>> {
     let classes = model.spec.classes.clone();
     let labelled = ds.labelled;
     let n = ds.samples.len();
@@ -98,7 +103,10 @@ pub fn slide_means(preds: &[ImagePrediction], classes: &[String]) -> Vec<SlidePr
                     *acc += v / members.len() as f64;
                 }
             }
-            let truth = members[0].truth.clone().filter(|t| members.iter().all(|m| m.truth.as_ref() == Some(t)));
+            let truth = members[0]
+                .truth
+                .clone()
+                .filter(|t| members.iter().all(|m| m.truth.as_ref() == Some(t)));
             SlidePrediction {
                 slide: slide.to_string(),
                 images: members.len(),
@@ -111,18 +119,26 @@ pub fn slide_means(preds: &[ImagePrediction], classes: &[String]) -> Vec<SlidePr
 }
 
 /// Confusion matrix over the predictions that carry a truth.
-pub fn confusion<'a>(classes: &[String], pairs: impl Iterator<Item = (Option<&'a String>, &'a String)>) -> Option<ConfusionMatrix> {
+pub fn confusion<'a>(
+    classes: &[String],
+    pairs: impl Iterator<Item = (Option<&'a String>, &'a String)>,
+) -> Option<ConfusionMatrix> {
     let idx = |c: &String| classes.iter().position(|k| k == c);
-    let (truth, pred): (Vec<usize>, Vec<usize>) = pairs
-        .filter_map(|(t, p)| Some((idx(t?)?, idx(p)?)))
-        .unzip();
+    let (truth, pred): (Vec<usize>, Vec<usize>) =
+        pairs.filter_map(|(t, p)| Some((idx(t?)?, idx(p)?))).unzip();
     (!truth.is_empty()).then(|| ConfusionMatrix::new(classes, &truth, &pred))
 }
 
 /// One row per image: path, slide, truth, predicted, then one probability column per class.
 pub fn write_csv(path: &Path, classes: &[String], preds: &[ImagePrediction]) -> Result<()> {
-    let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let mut header = vec!["path".to_string(), "slide".into(), "truth".into(), "predicted".into()];
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut header = vec![
+        "path".to_string(),
+        "slide".into(),
+        "truth".into(),
+        "predicted".into(),
+    ];
     header.extend(classes.iter().map(|c| format!("p_{c}")));
     w.write_record(&header)?;
     for p in preds {
@@ -140,12 +156,23 @@ pub fn write_csv(path: &Path, classes: &[String], preds: &[ImagePrediction]) -> 
 }
 
 pub fn write_slide_csv(path: &Path, classes: &[String], slides: &[SlidePrediction]) -> Result<()> {
-    let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let mut header = vec!["slide".to_string(), "images".into(), "truth".into(), "predicted".into()];
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut header = vec![
+        "slide".to_string(),
+        "images".into(),
+        "truth".into(),
+        "predicted".into(),
+    ];
     header.extend(classes.iter().map(|c| format!("p_{c}")));
     w.write_record(&header)?;
     for s in slides {
-        let mut row = vec![s.slide.clone(), s.images.to_string(), s.truth.clone().unwrap_or_default(), s.predicted.clone()];
+        let mut row = vec![
+            s.slide.clone(),
+            s.images.to_string(),
+            s.truth.clone().unwrap_or_default(),
+            s.predicted.clone(),
+        ];
         row.extend(s.probabilities.iter().map(|v| format!("{v:.6}")));
         w.write_record(&row)?;
     }
@@ -167,14 +194,23 @@ mod tests {
             predicted: String::new(),
             probabilities: probs.to_vec(),
         };
-        let preds = vec![p("1", "s", [0.8, 0.2]), p("2", "s", [0.2, 0.8]), p("3", "s", [0.2, 0.8]), p("4", "t", [0.9, 0.1])];
+        let preds = vec![
+            p("1", "s", [0.8, 0.2]),
+            p("2", "s", [0.2, 0.8]),
+            p("3", "s", [0.2, 0.8]),
+            p("4", "t", [0.9, 0.1]),
+        ];
         let slides = slide_means(&preds, &classes);
         assert_eq!(slides.len(), 2);
         assert_eq!(slides[0].images, 3);
         assert!((slides[0].probabilities[1] - 0.6).abs() < 1e-12);
         assert_eq!(slides[0].predicted, "b");
         assert_eq!(slides[1].predicted, "a");
-        let cm = confusion(&classes, slides.iter().map(|s| (s.truth.as_ref(), &s.predicted))).unwrap();
+        let cm = confusion(
+            &classes,
+            slides.iter().map(|s| (s.truth.as_ref(), &s.predicted)),
+        )
+        .unwrap();
         assert_eq!(cm.counts, vec![vec![0, 0], vec![1, 1]]);
     }
 }

@@ -5,12 +5,18 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn myoscope(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_myoscope")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_myoscope"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn fails_with(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panicked: {stderr}");
     assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
 }
@@ -36,11 +42,25 @@ fn bad_inputs_are_explained() {
 
     // A misspelt config field.
     let cfg = write_config(&dir, &manifest, "epochz = 4\n");
-    fails_with(&myoscope(&["train", "--config", &cfg, "--out", &out]), "epochz");
+    fails_with(
+        &myoscope(&["train", "--config", &cfg, "--out", &out]),
+        "epochz",
+    );
 
     // An input size the grid does not divide.
     let cfg = write_config(&dir, &manifest, "");
-    fails_with(&myoscope(&["train", "--config", &cfg, "--input-size", "33", "--out", &out]), "not divisible by the grid");
+    fails_with(
+        &myoscope(&[
+            "train",
+            "--config",
+            &cfg,
+            "--input-size",
+            "33",
+            "--out",
+            &out,
+        ]),
+        "not divisible by the grid",
+    );
 
     // A manifest row pointing at a missing file, and a corrupt image.
     let text = std::fs::read_to_string(&manifest).unwrap();
@@ -49,16 +69,39 @@ fn bad_inputs_are_explained() {
     let broken = dir.join("data/broken.csv");
     std::fs::write(&broken, lines.join("\n")).unwrap();
     fails_with(
-        &myoscope(&["train", "--data", broken.to_str().unwrap(), "--config", &cfg, "--out", &out]),
+        &myoscope(&[
+            "train",
+            "--data",
+            broken.to_str().unwrap(),
+            "--config",
+            &cfg,
+            "--out",
+            &out,
+        ]),
         "row 2: image file",
     );
     let first_image = lines[1].split(',').next().unwrap().to_string();
-    std::fs::write(dir.join("data").join(&first_image), b"\x89PNG\r\n\x1a\ntruncated").unwrap();
-    fails_with(&myoscope(&["train", "--config", &cfg, "--out", &out]), &first_image);
+    std::fs::write(
+        dir.join("data").join(&first_image),
+        b"\x89PNG\r\n\x1a\ntruncated",
+    )
+    .unwrap();
+    fails_with(
+        &myoscope(&["train", "--config", &cfg, "--out", &out]),
+        &first_image,
+    );
 
     // A missing label column.
     fails_with(
-        &myoscope(&["train", "--config", &cfg, "--label", "diagnosis", "--out", &out]),
+        &myoscope(&[
+            "train",
+            "--config",
+            &cfg,
+            "--label",
+            "diagnosis",
+            "--out",
+            &out,
+        ]),
         "no column 'diagnosis'",
     );
 }
@@ -71,7 +114,9 @@ fn sigkill_then_resume_continues_from_the_last_epoch() {
     let out = dir.join("run");
     let out_s = out.display().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_myoscope"))
-        .args(["train", "--config", &cfg, "--out", &out_s, "--epochs", "40", "--quiet"])
+        .args([
+            "train", "--config", &cfg, "--out", &out_s, "--epochs", "40", "--quiet",
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -84,42 +129,88 @@ fn sigkill_then_resume_continues_from_the_last_epoch() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let read_done = || -> u64 {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
         v["epochs_done"].as_u64().unwrap()
     };
     let done = read_done();
     assert!((1..40).contains(&done), "{done}");
 
-    let resumed = myoscope(&["train", "--out", &out_s, "--resume", "--epochs", "40", "--quiet"]);
+    let resumed = myoscope(&[
+        "train", "--out", &out_s, "--resume", "--epochs", "40", "--quiet",
+    ]);
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
-    assert!(stderr.contains(&format!("resuming {out_s} after epoch {done}")), "{stderr}");
-    assert!(stderr.contains(&format!("epoch {:>3}/40", done + 1)), "{stderr}");
-    assert!(!stderr.contains(&format!("epoch {:>3}/40", done)), "re-ran a finished epoch: {stderr}");
+    assert!(
+        stderr.contains(&format!("resuming {out_s} after epoch {done}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("epoch {:>3}/40", done + 1)),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&format!("epoch {:>3}/40", done)),
+        "re-ran a finished epoch: {stderr}"
+    );
     // The saved config wins: --epochs 40 was part of the original command line too.
     assert_eq!(read_done(), 40);
 
     // The trained model predicts a manifest, with slide means and files.
     let pred_dir = dir.join("pred");
     let p = myoscope(&[
-        "predict", "--model", &out_s, "--manifest", manifest.to_str().unwrap(), "--slide", "slide",
-        "--out", pred_dir.to_str().unwrap(), "--device", "cpu",
+        "predict",
+        "--model",
+        &out_s,
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--slide",
+        "slide",
+        "--out",
+        pred_dir.to_str().unwrap(),
+        "--device",
+        "cpu",
     ]);
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
     let csv = std::fs::read_to_string(pred_dir.join("predictions.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 16);
-    assert!(csv.starts_with("path,slide,truth,predicted,p_central_nuclei"), "{csv}");
-    assert_eq!(std::fs::read_to_string(pred_dir.join("slides.csv")).unwrap().lines().count(), 1 + 8);
-    assert!(pred_dir.join("predictions.json").is_file() && pred_dir.join("confusion_slides.svg").is_file());
+    assert!(
+        csv.starts_with("path,slide,truth,predicted,p_central_nuclei"),
+        "{csv}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pred_dir.join("slides.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        1 + 8
+    );
+    assert!(
+        pred_dir.join("predictions.json").is_file()
+            && pred_dir.join("confusion_slides.svg").is_file()
+    );
 
     // An unknown label in a prediction manifest is named.
     let bad = dir.join("data/unknown.csv");
-    let text = std::fs::read_to_string(&manifest).unwrap().replacen(",normal,", ",nemaline,", 1);
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replacen(",normal,", ",nemaline,", 1);
     std::fs::write(&bad, text).unwrap();
     fails_with(
-        &myoscope(&["predict", "--model", &out_s, "--manifest", bad.to_str().unwrap(), "--device", "cpu"]),
+        &myoscope(&[
+            "predict",
+            "--model",
+            &out_s,
+            "--manifest",
+            bad.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ]),
         "unknown label 'nemaline'",
     );
     // Not a model directory.
-    fails_with(&myoscope(&["predict", "--model", dir.to_str().unwrap(), "x.png"]), "is not a trained model");
+    fails_with(
+        &myoscope(&["predict", "--model", dir.to_str().unwrap(), "x.png"]),
+        "is not a trained model",
+    );
 }

@@ -32,7 +32,9 @@ fn run_case(case: &Value) {
     let mut first = f64::NAN;
     for s in 0..steps {
         opt.zero_grad();
-        let loss = ((x.matmul(&w1) + &b1).tanh().matmul(&w2) - &y).square().mean(Kind::Float);
+        let loss = ((x.matmul(&w1) + &b1).tanh().matmul(&w2) - &y)
+            .square()
+            .mean(Kind::Float);
         if s == 0 {
             first = loss.double_value(&[]);
         }
@@ -54,9 +56,16 @@ fn run_case(case: &Value) {
             .zip(&theirs)
             .map(|(a, b)| (*a as f64 - b).abs())
             .fold(0.0, f64::max);
-        assert!(worst < 1e-5, "{name}: max |ours - torch| = {worst:e} (case {case})", case = case["lr"]);
+        assert!(
+            worst < 1e-5,
+            "{name}: max |ours - torch| = {worst:e} (case {case})",
+            case = case["lr"]
+        );
         // The problem must actually have moved the parameters, or the test proves nothing.
-        let moved = (&t.flatten(0, -1) - formula_for(name)).abs().max().double_value(&[]);
+        let moved = (&t.flatten(0, -1) - formula_for(name))
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(moved > 1e-2, "{name} barely moved ({moved})");
     }
 }

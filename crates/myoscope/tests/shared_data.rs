@@ -14,18 +14,25 @@ use tch::nn;
 
 #[test]
 fn herlev_manifest_groups_never_straddle_the_split() {
-    let Some(data) = common::shared_data() else { return };
+    let Some(data) = common::shared_data() else {
+        return;
+    };
     let cols = ManifestColumns {
         path: "path".into(),
         label: "group".into(),
         slide: None,
         group: Some("image_id".into()),
     };
-    let ds = Dataset::from_manifest(&data.join("herlev-pap-smear/manifest.csv"), &cols, None).unwrap();
+    let ds =
+        Dataset::from_manifest(&data.join("herlev-pap-smear/manifest.csv"), &cols, None).unwrap();
     assert_eq!(ds.samples.len(), 917);
     assert_eq!(ds.classes, vec!["abnormal", "normal"]);
     let split = grouped_holdout(&ds, 0.2, 0);
-    let groups = |idx: &[usize]| idx.iter().map(|&i| ds.samples[i].group.clone()).collect::<HashSet<_>>();
+    let groups = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| ds.samples[i].group.clone())
+            .collect::<HashSet<_>>()
+    };
     assert!(groups(&split.train).is_disjoint(&groups(&split.validation)));
     let frac = split.validation.len() as f64 / 917.0;
     assert!((0.1..0.3).contains(&frac), "{frac}");
@@ -54,12 +61,18 @@ fn random_model(dir: &std::path::Path, classes: &[&str]) -> LoadedModel {
 
 #[test]
 fn muscle_he_camera_photos_run_through_predict() {
-    let Some(data) = common::shared_data() else { return };
+    let Some(data) = common::shared_data() else {
+        return;
+    };
     let dir = common::scratch("muscle-he");
-    let photos: Vec<_> = ["31_01_HE_x_400.jpg", "31_01_NADH-TR_x_400.jpg", "31_01_Tri_x_400.jpg"]
-        .iter()
-        .map(|f| data.join("muscle-he/impatient_histo").join(f))
-        .collect();
+    let photos: Vec<_> = [
+        "31_01_HE_x_400.jpg",
+        "31_01_NADH-TR_x_400.jpg",
+        "31_01_Tri_x_400.jpg",
+    ]
+    .iter()
+    .map(|f| data.join("muscle-he/impatient_histo").join(f))
+    .collect();
     let img = load_rgb(&photos[0]).unwrap();
     assert_eq!(img.dimensions(), (1360, 1024));
     let model = random_model(&dir, &["iim", "non_iim"]);
@@ -78,7 +91,9 @@ fn muscle_he_camera_photos_run_through_predict() {
 
 #[test]
 fn breakhis_slides_average_their_photos() {
-    let Some(data) = common::shared_data() else { return };
+    let Some(data) = common::shared_data() else {
+        return;
+    };
     let dir = common::scratch("breakhis");
     let cols = ManifestColumns {
         path: "path".into(),
@@ -87,13 +102,21 @@ fn breakhis_slides_average_their_photos() {
         group: Some("patient".into()),
     };
     let model = random_model(&dir, &["benign", "malignant"]);
-    let ds = Dataset::from_manifest(&data.join("breakhis-40x/manifest.csv"), &cols, Some(&model.spec.classes)).unwrap();
+    let ds = Dataset::from_manifest(
+        &data.join("breakhis-40x/manifest.csv"),
+        &cols,
+        Some(&model.spec.classes),
+    )
+    .unwrap();
     assert_eq!(ds.samples.len(), 12);
     let preds = predict(&model, ds, 4, false).unwrap();
     let slides = slide_means(&preds, &model.spec.classes);
     assert_eq!(slides.iter().map(|s| s.images).sum::<usize>(), 12);
     for s in &slides {
-        let members: Vec<_> = preds.iter().filter(|p| p.slide.as_deref() == Some(s.slide.as_str())).collect();
+        let members: Vec<_> = preds
+            .iter()
+            .filter(|p| p.slide.as_deref() == Some(s.slide.as_str()))
+            .collect();
         let mean0 = members.iter().map(|p| p.probabilities[0]).sum::<f64>() / members.len() as f64;
         assert!((s.probabilities[0] - mean0).abs() < 1e-12);
         assert!(s.truth.is_some());

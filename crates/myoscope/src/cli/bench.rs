@@ -62,7 +62,10 @@ fn peak_rss_mib() -> f64 {
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()))
+                .find_map(|l| {
+                    l.strip_prefix("VmHWM:")
+                        .map(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                })
                 .flatten()
         })
         .map(|kb| kb / 1024.0)
@@ -104,7 +107,9 @@ fn measure_ours(a: &BenchArgs, device: Device) -> Result<EngineTiming> {
     let trunk_parameters = vs
         .variables()
         .iter()
-        .filter(|(n, t)| t.requires_grad() && !n.starts_with("classifier") && !n.starts_with("patch_classifier"))
+        .filter(|(n, t)| {
+            t.requires_grad() && !n.starts_with("classifier") && !n.starts_with("patch_classifier")
+        })
         .map(|(_, t)| t.numel() as i64)
         .sum();
     let x = Tensor::randn([a.batch, 3, a.size, a.size], (Kind::Float, device));
@@ -133,11 +138,22 @@ fn measure_ours(a: &BenchArgs, device: Device) -> Result<EngineTiming> {
     })
 }
 
-fn measure_torch(a: &BenchArgs, threads: i64) -> Result<EngineTiming> {
+/// Runs the PyTorch reference; `tuned` gives it the allocator setting myoscope uses
+/// (`runtime::tune_allocator`) through glibc's environment variables, so the two can be
+/// compared both as users get them and under the same allocator.
+fn measure_torch(a: &BenchArgs, threads: i64, tuned: bool) -> Result<EngineTiming> {
     let root = project_root();
-    let python = a.python.clone().unwrap_or_else(|| root.join(".venv-ref/bin/python"));
+    let python = a
+        .python
+        .clone()
+        .unwrap_or_else(|| root.join(".venv-ref/bin/python"));
     let script = root.join("scripts/bench_torch.py");
-    let out = std::process::Command::new(&python)
+    let mut cmd = std::process::Command::new(&python);
+    if tuned {
+        cmd.env("MALLOC_MMAP_THRESHOLD_", "1073741824")
+            .env("MALLOC_TRIM_THRESHOLD_", "1073741824");
+    }
+    let out = cmd
         .arg(&script)
         .args(["--size", &a.size.to_string(), "--grid", &a.grid.to_string()])
         .args(["--batch", &a.batch.to_string(), "--iters", &a.iters.to_string()])
@@ -151,11 +167,21 @@ fn measure_torch(a: &BenchArgs, threads: i64) -> Result<EngineTiming> {
             )
         })?;
     if !out.status.success() {
-        anyhow::bail!("the PyTorch reference failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        anyhow::bail!(
+            "the PyTorch reference failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("unexpected reference output: {text}"))
+    let mut timing: EngineTiming = serde_json::from_str(line)
+        .with_context(|| format!("unexpected reference output: {text}"))?;
+    timing.engine += if tuned {
+        " (same allocator)"
+    } else {
+        " (as shipped)"
+    };
+    Ok(timing)
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
@@ -164,7 +190,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let device = crate::device::parse_device(&a.device)?;
     if a.arch != "densenet121" && !a.no_reference {
-        anyhow::bail!("the PyTorch reference implements densenet121 only; add --no-reference for {}", a.arch);
+        anyhow::bail!(
+            "the PyTorch reference implements densenet121 only; add --no-reference for {}",
+            a.arch
+        );
     }
     println!(
         "aggregated {} at {}² ({}×{} patches of {}²), batch {}, device {}, median of {} after {} warm-up",
@@ -181,24 +210,44 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let ours = measure_ours(&a, device)?;
     let mut rows = vec![ours.clone()];
     if !a.no_reference {
-        rows.push(measure_torch(&a, ours.threads)?);
+        rows.push(measure_torch(&a, ours.threads, false)?);
+        rows.push(measure_torch(&a, ours.threads, true)?);
     }
     println!(
-        "{:<34} {:>7} {:>12} {:>12} {:>14} {:>14} {:>11}",
-        "engine", "threads", "forward s", "train step s", "peak RSS fwd", "peak RSS train", "trunk params"
+        "{:<44} {:>7} {:>12} {:>12} {:>14} {:>14} {:>11}",
+        "engine",
+        "threads",
+        "forward s",
+        "train step s",
+        "peak RSS fwd",
+        "peak RSS train",
+        "trunk params"
     );
     for r in &rows {
         println!(
-            "{:<34} {:>7} {:>12.3} {:>12.3} {:>11.0} MiB {:>11.0} MiB {:>11}",
-            r.engine, r.threads, r.forward_s, r.train_step_s, r.peak_rss_after_forward_mib, r.peak_rss_after_train_mib, r.trunk_parameters
+            "{:<44} {:>7} {:>12.3} {:>12.3} {:>11.0} MiB {:>11.0} MiB {:>11}",
+            r.engine,
+            r.threads,
+            r.forward_s,
+            r.train_step_s,
+            r.peak_rss_after_forward_mib,
+            r.peak_rss_after_train_mib,
+            r.trunk_parameters
         );
     }
-    let ratios = rows.get(1).map(|torch| {
-        let f = torch.forward_s / ours.forward_s;
-        let t = torch.train_step_s / ours.train_step_s;
-        println!("speed ratio (PyTorch time / myoscope time): forward {f:.2}×, training step {t:.2}×");
-        serde_json::json!({"forward": f, "train_step": t})
-    });
+    let ratios: Vec<serde_json::Value> = rows
+        .iter()
+        .skip(1)
+        .map(|torch| {
+            let f = torch.forward_s / ours.forward_s;
+            let t = torch.train_step_s / ours.train_step_s;
+            println!(
+                "speed ratio vs {} (its time / ours): forward {f:.2}×, training step {t:.2}×",
+                torch.engine
+            );
+            serde_json::json!({"reference": torch.engine, "forward": f, "train_step": t})
+        })
+        .collect();
     if let Some(p) = &a.json {
         std::fs::write(
             p,

@@ -59,7 +59,8 @@ pub fn demo_config(manifest: &Path, a: &DemoArgs) -> TrainConfig {
 
 pub fn run(a: DemoArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let data_dir = a.out.join("data");
     let spec = SynthSpec {
         slides_per_class: a.slides_per_class,
@@ -91,7 +92,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     let run_dir = a.out.join("run");
     if run_dir.exists() {
-        std::fs::remove_dir_all(&run_dir).with_context(|| format!("cannot clear {}", run_dir.display()))?;
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("cannot clear {}", run_dir.display()))?;
     }
     let cfg = demo_config(&train_manifest, &a);
     let report = train(
@@ -111,14 +113,26 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let test = Dataset::from_manifest(&test_manifest, &cols, Some(&classes))?;
     let preds = predict(&model, test, 16, !a.quiet)?;
     let slides = slide_means(&preds, &classes);
-    let image_cm = confusion(&classes, preds.iter().map(|p| (p.truth.as_ref(), &p.predicted)))
-        .context("the held-out set has no labelled images")?;
-    let slide_cm = confusion(&classes, slides.iter().map(|s| (s.truth.as_ref(), &s.predicted)))
-        .context("the held-out set has no slides")?;
+    let image_cm = confusion(
+        &classes,
+        preds.iter().map(|p| (p.truth.as_ref(), &p.predicted)),
+    )
+    .context("the held-out set has no labelled images")?;
+    let slide_cm = confusion(
+        &classes,
+        slides.iter().map(|s| (s.truth.as_ref(), &s.predicted)),
+    )
+    .context("the held-out set has no slides")?;
     write_csv(&a.out.join("predictions.csv"), &classes, &preds)?;
     write_slide_csv(&a.out.join("slides.csv"), &classes, &slides)?;
-    std::fs::write(a.out.join("confusion_images.svg"), svg::confusion_matrix(&image_cm, "Held-out synthetic photos"))?;
-    std::fs::write(a.out.join("confusion_slides.svg"), svg::confusion_matrix(&slide_cm, "Held-out synthetic slides"))?;
+    std::fs::write(
+        a.out.join("confusion_images.svg"),
+        svg::confusion_matrix(&image_cm, "Held-out synthetic photos"),
+    )?;
+    std::fs::write(
+        a.out.join("confusion_slides.svg"),
+        svg::confusion_matrix(&slide_cm, "Held-out synthetic slides"),
+    )?;
     let metrics = serde_json::json!({
         "accuracy": image_cm.accuracy(),
         "slide_accuracy": slide_cm.accuracy(),
@@ -145,7 +159,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
         slide_cm.total()
     );
     println!("results in {}:", a.out.display());
-    println!("  metrics.json, predictions.csv, slides.csv, confusion_images.svg, confusion_slides.svg");
+    println!(
+        "  metrics.json, predictions.csv, slides.csv, confusion_images.svg, confusion_slides.svg"
+    );
     println!("  run/ (config.toml, run.json, best.safetensors, metrics.json, training_curves.svg)");
     println!("  data/ (synthetic photos, lesion masks, manifests)");
     Ok(())

@@ -7,7 +7,11 @@ pub mod train;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "myoscope", version, about = "Deep learning on biopsy microscope images")]
+#[command(
+    name = "myoscope",
+    version,
+    about = "Deep learning on biopsy microscope images"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -48,26 +48,50 @@ pub fn run(a: PredictArgs) -> Result<()> {
             };
             Dataset::from_manifest(m, &cols, Some(&classes))?
         }
-        None if a.images.is_empty() => anyhow::bail!("nothing to classify: give image files or --manifest"),
+        None if a.images.is_empty() => {
+            anyhow::bail!("nothing to classify: give image files or --manifest")
+        }
         None => Dataset::unlabelled_files(&a.images, &classes)?,
     };
     let preds = predict(&model, ds, a.batch_size, true)?;
     let slides = slide_means(&preds, &classes);
-    println!("{:<40} {:<20} probabilities ({})", "image", "predicted", classes.join(", "));
+    println!(
+        "{:<40} {:<20} probabilities ({})",
+        "image",
+        "predicted",
+        classes.join(", ")
+    );
     for p in &preds {
         let probs: Vec<String> = p.probabilities.iter().map(|v| format!("{v:.3}")).collect();
         println!("{:<40} {:<20} {}", p.path, p.predicted, probs.join(" "));
     }
     for s in &slides {
-        println!("slide {:<34} {:<20} mean of {} image(s)", s.slide, s.predicted, s.images);
+        println!(
+            "slide {:<34} {:<20} mean of {} image(s)",
+            s.slide, s.predicted, s.images
+        );
     }
-    let image_cm = confusion(&classes, preds.iter().map(|p| (p.truth.as_ref(), &p.predicted)));
+    let image_cm = confusion(
+        &classes,
+        preds.iter().map(|p| (p.truth.as_ref(), &p.predicted)),
+    );
     if let Some(cm) = &image_cm {
-        println!("image accuracy {:.4} ({} images)", cm.accuracy(), cm.total());
+        println!(
+            "image accuracy {:.4} ({} images)",
+            cm.accuracy(),
+            cm.total()
+        );
     }
-    let slide_cm = confusion(&classes, slides.iter().map(|s| (s.truth.as_ref(), &s.predicted)));
+    let slide_cm = confusion(
+        &classes,
+        slides.iter().map(|s| (s.truth.as_ref(), &s.predicted)),
+    );
     if let Some(cm) = &slide_cm {
-        println!("slide accuracy {:.4} ({} slides)", cm.accuracy(), cm.total());
+        println!(
+            "slide accuracy {:.4} ({} slides)",
+            cm.accuracy(),
+            cm.total()
+        );
     }
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out)?;
@@ -86,10 +110,16 @@ pub fn run(a: PredictArgs) -> Result<()> {
             write_slide_csv(&out.join("slides.csv"), &classes, &slides)?;
         }
         if let Some(cm) = &image_cm {
-            std::fs::write(out.join("confusion_images.svg"), svg::confusion_matrix(cm, "Images (centre square)"))?;
+            std::fs::write(
+                out.join("confusion_images.svg"),
+                svg::confusion_matrix(cm, "Images (centre square)"),
+            )?;
         }
         if let Some(cm) = &slide_cm {
-            std::fs::write(out.join("confusion_slides.svg"), svg::confusion_matrix(cm, "Slides (mean probability)"))?;
+            std::fs::write(
+                out.join("confusion_slides.svg"),
+                svg::confusion_matrix(cm, "Slides (mean probability)"),
+            )?;
         }
         println!("predictions written to {}", out.display());
     }

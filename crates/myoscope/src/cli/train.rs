@@ -125,13 +125,20 @@ pub fn run(a: TrainArgs) -> Result<()> {
     write_pictures(&a.out, &report)?;
     println!(
         "best validation accuracy {:.4} at epoch {} ({} training / {} validation photos, {:.0} s)",
-        report.best_validation_accuracy, report.best_epoch, report.train_images, report.validation_images, report.seconds
+        report.best_validation_accuracy,
+        report.best_epoch,
+        report.train_images,
+        report.validation_images,
+        report.seconds
     );
     println!("run directory: {}", a.out.display());
     Ok(())
 }
 
 pub fn write_pictures(out: &Path, report: &TrainReport) -> Result<()> {
-    std::fs::write(out.join("training_curves.svg"), svg::training_curves(&report.epochs))?;
+    std::fs::write(
+        out.join("training_curves.svg"),
+        svg::training_curves(&report.epochs),
+    )?;
     Ok(())
 }

@@ -104,13 +104,16 @@ pub fn to_chw(img: &RgbImage, jitter: ColourJitter, norm: &Normalization) -> Vec
     let mean_luma = mean_luma as f32;
     let mut out = vec![0f32; 3 * n];
     for (i, px) in raw.chunks_exact(3).enumerate() {
-        let mut rgb = [px[0] as f32 / 255.0, px[1] as f32 / 255.0, px[2] as f32 / 255.0];
+        let mut rgb = [
+            px[0] as f32 / 255.0,
+            px[1] as f32 / 255.0,
+            px[2] as f32 / 255.0,
+        ];
         if jitter != ColourJitter::NONE {
             let grey = luma(rgb[0], rgb[1], rgb[2]);
             for v in rgb.iter_mut() {
                 let mut x = *v * jitter.brightness;
-                x = grey * jitter.brightness
-                    + (x - grey * jitter.brightness) * jitter.saturation;
+                x = grey * jitter.brightness + (x - grey * jitter.brightness) * jitter.saturation;
                 x = mean_luma + (x - mean_luma) * jitter.contrast;
                 *v = x.clamp(0.0, 1.0);
             }
@@ -134,7 +137,10 @@ mod tests {
     #[test]
     fn no_jitter_is_plain_normalisation() {
         let img = RgbImage::from_pixel(2, 2, image::Rgb([255, 0, 128]));
-        let norm = Normalization { mean: [0.5; 3], std: [0.5; 3] };
+        let norm = Normalization {
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        };
         let v = to_chw(&img, ColourJitter::NONE, &norm);
         assert_eq!(v.len(), 12);
         assert!((v[0] - 1.0).abs() < 1e-6);
@@ -147,21 +153,42 @@ mod tests {
         let mut img = RgbImage::new(4, 4);
         img.put_pixel(0, 0, image::Rgb([9, 9, 9]));
         let aug = Augmentation::default();
-        let a = geometric(img.clone(), &aug, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
-        let b = geometric(img.clone(), &aug, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3));
+        let a = geometric(
+            img.clone(),
+            &aug,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(3),
+        );
+        let b = geometric(
+            img.clone(),
+            &aug,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(3),
+        );
         assert_eq!(a, b);
         let marked = a.pixels().filter(|p| p[0] == 9).count();
         assert_eq!(marked, 1);
         // The marked pixel stays in a corner under flips and quarter turns.
-        let corner = [(0, 0), (3, 0), (0, 3), (3, 3)].iter().any(|&(x, y)| a.get_pixel(x, y)[0] == 9);
+        let corner = [(0, 0), (3, 0), (0, 3), (3, 3)]
+            .iter()
+            .any(|&(x, y)| a.get_pixel(x, y)[0] == 9);
         assert!(corner);
     }
 
     #[test]
     fn jitter_stays_in_range() {
-        let img = RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 200]));
-        let j = ColourJitter { brightness: 1.1, contrast: 0.9, saturation: 1.1 };
-        let norm = Normalization { mean: [0.0; 3], std: [1.0; 3] };
-        assert!(to_chw(&img, j, &norm).iter().all(|v| (0.0..=1.0).contains(v)));
+        let img = RgbImage::from_fn(8, 8, |x, y| {
+            image::Rgb([(x * 30) as u8, (y * 30) as u8, 200])
+        });
+        let j = ColourJitter {
+            brightness: 1.1,
+            contrast: 0.9,
+            saturation: 1.1,
+        };
+        let norm = Normalization {
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
+        assert!(to_chw(&img, j, &norm)
+            .iter()
+            .all(|v| (0.0..=1.0).contains(v)));
     }
 }

@@ -84,7 +84,9 @@ mod tests {
     #[test]
     fn truncated_and_garbage_files_are_errors_naming_the_file() {
         let good = dir().join("good.png");
-        RgbImage::from_pixel(64, 64, Rgb([1, 2, 3])).save(&good).unwrap();
+        RgbImage::from_pixel(64, 64, Rgb([1, 2, 3]))
+            .save(&good)
+            .unwrap();
         let bytes = std::fs::read(&good).unwrap();
         let cut = dir().join("cut.png");
         std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();

@@ -31,7 +31,10 @@ pub fn edge_items(n_samples: usize) -> Vec<Item> {
 /// The centre square of every photo (testing).
 pub fn centre_items(n_samples: usize) -> Vec<Item> {
     (0..n_samples)
-        .map(|sample| Item { sample, crop: Crop::Centre })
+        .map(|sample| Item {
+            sample,
+            crop: Crop::Centre,
+        })
         .collect()
 }
 
@@ -86,7 +89,11 @@ impl ImageSource {
     /// The resized square for an item, decoded once when caching.
     pub fn square(&self, item: Item) -> Result<Arc<RgbImage>> {
         if let Some(cache) = &self.cache {
-            if let Some(hit) = cache.lock().map_err(|_| anyhow::anyhow!("image cache poisoned"))?.get(&item) {
+            if let Some(hit) = cache
+                .lock()
+                .map_err(|_| anyhow::anyhow!("image cache poisoned"))?
+                .get(&item)
+            {
                 return Ok(hit.clone());
             }
         }
@@ -101,7 +108,12 @@ impl ImageSource {
         Ok(square)
     }
 
-    fn prepare(&self, item: Item, augmentation: Option<&Augmentation>, seed: u64) -> Result<Vec<f32>> {
+    fn prepare(
+        &self,
+        item: Item,
+        augmentation: Option<&Augmentation>,
+        seed: u64,
+    ) -> Result<Vec<f32>> {
         let square = self.square(item)?;
         match augmentation {
             None => Ok(augment::to_chw(&square, ColourJitter::NONE, &self.norm)),
@@ -115,7 +127,12 @@ impl ImageSource {
     }
 
     /// Builds one batch in parallel; item k of the batch gets augmentation seed `seeds[k]`.
-    pub fn batch(&self, items: &[Item], augmentation: Option<&Augmentation>, seeds: &[u64]) -> Result<BatchData> {
+    pub fn batch(
+        &self,
+        items: &[Item],
+        augmentation: Option<&Augmentation>,
+        seeds: &[u64],
+    ) -> Result<BatchData> {
         let parts: Vec<Vec<f32>> = items
             .par_iter()
             .zip(seeds.par_iter())
@@ -135,7 +152,8 @@ impl ImageSource {
 
 /// Mixes run seed, epoch and position into one reproducible 64-bit seed.
 pub fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
-    let mut x = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let mut x =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     x ^= x >> 33;
     x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
     x ^= x >> 33;
@@ -158,7 +176,11 @@ pub fn spawn_epoch(source: Arc<ImageSource>, plan: EpochPlan) -> mpsc::Receiver<
     std::thread::spawn(move || {
         let mut items = plan.items;
         if plan.shuffle {
-            items.shuffle(&mut ChaCha8Rng::seed_from_u64(mix_seed(plan.seed, plan.epoch, u64::MAX)));
+            items.shuffle(&mut ChaCha8Rng::seed_from_u64(mix_seed(
+                plan.seed,
+                plan.epoch,
+                u64::MAX,
+            )));
         }
         let bs = plan.batch_size.max(1);
         for (b, chunk) in items.chunks(bs).enumerate() {
@@ -186,7 +208,9 @@ mod tests {
         let mut samples = Vec::new();
         for i in 0..5 {
             let p = d.join(format!("{i}.png"));
-            RgbImage::from_fn(24, 16, |x, _| image::Rgb([(x * 10) as u8, i as u8 * 40, 0])).save(&p).unwrap();
+            RgbImage::from_fn(24, 16, |x, _| image::Rgb([(x * 10) as u8, i as u8 * 40, 0]))
+                .save(&p)
+                .unwrap();
             samples.push(Sample {
                 path: p,
                 rel_path: format!("{i}.png"),
@@ -196,12 +220,21 @@ mod tests {
                 row: i + 1,
             });
         }
-        Dataset { source: d, classes: vec!["a".into(), "b".into()], samples, labelled: true }
+        Dataset {
+            source: d,
+            classes: vec!["a".into(), "b".into()],
+            samples,
+            labelled: true,
+        }
     }
 
     #[test]
     fn epochs_cover_every_item_once_and_are_reproducible() {
-        let src = Arc::new(ImageSource::new(Arc::new(tiny_dataset()), 8, Normalization::default()));
+        let src = Arc::new(ImageSource::new(
+            Arc::new(tiny_dataset()),
+            8,
+            Normalization::default(),
+        ));
         let run = |seed| {
             let plan = EpochPlan {
                 items: edge_items(5),
@@ -211,7 +244,10 @@ mod tests {
                 seed,
                 epoch: 1,
             };
-            spawn_epoch(src.clone(), plan).into_iter().map(|b| b.unwrap()).collect::<Vec<_>>()
+            spawn_epoch(src.clone(), plan)
+                .into_iter()
+                .map(|b| b.unwrap())
+                .collect::<Vec<_>>()
         };
         let a = run(7);
         let b = run(7);

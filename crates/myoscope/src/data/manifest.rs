@@ -89,7 +89,11 @@ impl Dataset {
         let path_col = col(&cols.path)?;
         // Prediction manifests may lack the label column when a class list is supplied.
         let labelled = classes.is_none() || headers.iter().any(|h| h == cols.label);
-        let label_col = if labelled { Some(col(&cols.label)?) } else { None };
+        let label_col = if labelled {
+            Some(col(&cols.label)?)
+        } else {
+            None
+        };
         let slide_col = cols.slide.as_deref().map(col).transpose()?;
         let group_col = cols.group.as_deref().map(col).transpose()?;
 
@@ -113,7 +117,10 @@ impl Dataset {
             }
             let path = base.join(&rel);
             if !path.is_file() {
-                problems.push(format!("row {row}: image file {} does not exist", path.display()));
+                problems.push(format!(
+                    "row {row}: image file {} does not exist",
+                    path.display()
+                ));
                 continue;
             }
             let slide = slide_col.map(get).filter(|s| !s.is_empty());
@@ -131,8 +138,11 @@ impl Dataset {
                 set.into_iter().cloned().collect()
             }
         };
-        let mut index: BTreeMap<&str, usize> =
-            classes.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+        let mut index: BTreeMap<&str, usize> = classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i))
+            .collect();
         if !labelled {
             index.insert(UNLABELLED, 0);
         }
@@ -296,7 +306,12 @@ fn report_problems(source: &Path, problems: &[String]) -> Result<()> {
         "{} problem(s) in {}:\n  {}",
         problems.len(),
         source.display(),
-        problems.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("\n  ")
+        problems
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ")
     );
     if problems.len() > SHOWN {
         msg.push_str(&format!("\n  ... and {} more", problems.len() - SHOWN));
@@ -309,14 +324,17 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("myoscope-manifest-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("myoscope-manifest-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
     fn write_png(p: &Path) {
-        image::RgbImage::from_pixel(8, 6, image::Rgb([200, 100, 150])).save(p).unwrap();
+        image::RgbImage::from_pixel(8, 6, image::Rgb([200, 100, 150]))
+            .save(p)
+            .unwrap();
     }
 
     #[test]
@@ -324,7 +342,11 @@ mod tests {
         let d = scratch("ok");
         write_png(&d.join("a.png"));
         write_png(&d.join("b.png"));
-        std::fs::write(d.join("m.csv"), "path,dx,slide\na.png,dm,s1\nb.png,ibm,s2\n").unwrap();
+        std::fs::write(
+            d.join("m.csv"),
+            "path,dx,slide\na.png,dm,s1\nb.png,ibm,s2\n",
+        )
+        .unwrap();
         let cols = ManifestColumns {
             label: "dx".into(),
             slide: Some("slide".into()),
@@ -341,17 +363,35 @@ mod tests {
     fn missing_file_unknown_label_and_column_are_named() {
         let d = scratch("bad");
         write_png(&d.join("a.png"));
-        std::fs::write(d.join("m.csv"), "path,label\na.png,dm\nmissing.png,dm\na.png,xyz\n").unwrap();
+        std::fs::write(
+            d.join("m.csv"),
+            "path,label\na.png,dm\nmissing.png,dm\na.png,xyz\n",
+        )
+        .unwrap();
         let classes = vec!["dm".to_string()];
         let err = Dataset::from_manifest(&d.join("m.csv"), &Default::default(), Some(&classes))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("row 2") && err.contains("missing.png"), "{err}");
-        assert!(err.contains("row 3") && err.contains("unknown label 'xyz'"), "{err}");
+        assert!(
+            err.contains("row 2") && err.contains("missing.png"),
+            "{err}"
+        );
+        assert!(
+            err.contains("row 3") && err.contains("unknown label 'xyz'"),
+            "{err}"
+        );
 
-        let cols = ManifestColumns { label: "diagnosis".into(), ..Default::default() };
-        let err = Dataset::from_manifest(&d.join("m.csv"), &cols, None).unwrap_err().to_string();
-        assert!(err.contains("no column 'diagnosis'") && err.contains("path, label"), "{err}");
+        let cols = ManifestColumns {
+            label: "diagnosis".into(),
+            ..Default::default()
+        };
+        let err = Dataset::from_manifest(&d.join("m.csv"), &cols, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no column 'diagnosis'") && err.contains("path, label"),
+            "{err}"
+        );
     }
 
     #[test]

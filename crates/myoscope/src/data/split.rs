@@ -25,7 +25,9 @@ fn groups_by_class(ds: &Dataset) -> BTreeMap<usize, Vec<Vec<usize>>> {
         for &i in &members {
             counts[ds.samples[i].label] += 1;
         }
-        let majority = (0..counts.len()).max_by_key(|&c| (counts[c], std::cmp::Reverse(c))).unwrap_or(0);
+        let majority = (0..counts.len())
+            .max_by_key(|&c| (counts[c], std::cmp::Reverse(c)))
+            .unwrap_or(0);
         by_class.entry(majority).or_default().push(members);
     }
     by_class
@@ -35,7 +37,10 @@ fn groups_by_class(ds: &Dataset) -> BTreeMap<usize, Vec<Vec<usize>>> {
 /// more groups) for validation.
 pub fn grouped_holdout(ds: &Dataset, fraction: f64, seed: u64) -> Split {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut split = Split { train: Vec::new(), validation: Vec::new() };
+    let mut split = Split {
+        train: Vec::new(),
+        validation: Vec::new(),
+    };
     for (_, mut groups) in groups_by_class(ds) {
         groups.shuffle(&mut rng);
         let n = groups.len();
@@ -75,7 +80,12 @@ mod tests {
                 row: i + 1,
             })
             .collect();
-        Dataset { source: "x".into(), classes: vec!["a".into(), "b".into(), "c".into()], samples, labelled: true }
+        Dataset {
+            source: "x".into(),
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            samples,
+            labelled: true,
+        }
     }
 
     #[test]

@@ -48,7 +48,13 @@ pub fn argmax_rows(probabilities: &[Vec<f64>]) -> Vec<usize> {
         .map(|p| {
             p.iter()
                 .enumerate()
-                .fold((0, f64::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                .fold((0, f64::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 {
+                        (i, v)
+                    } else {
+                        best
+                    }
+                })
                 .0
         })
         .collect()

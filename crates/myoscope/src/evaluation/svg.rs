@@ -5,7 +5,9 @@ use crate::training::trainer::EpochMetrics;
 use std::fmt::Write;
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Confusion matrix as a heat-map: rows are the true class, columns the prediction, each cell
@@ -18,27 +20,62 @@ pub fn confusion_matrix(cm: &ConfusionMatrix, title: &str) -> String {
     let w = left + cell * k as f64 + 20.0;
     let h = top + cell * k as f64 + 30.0 + left;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{:.0}" y="20" font-size="14" font-weight="bold">{}</text>"#, 10, escape(title));
-    let _ = writeln!(s, r#"<text x="{:.0}" y="45">predicted →  (rows: true class; accuracy {:.3})</text>"#, left, cm.accuracy());
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.0}" y="20" font-size="14" font-weight="bold">{}</text>"#,
+        10,
+        escape(title)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.0}" y="45">predicted →  (rows: true class; accuracy {:.3})</text>"#,
+        left,
+        cm.accuracy()
+    );
     for (i, row) in cm.counts.iter().enumerate() {
         let total: usize = row.iter().sum();
         let y = top + i as f64 * cell;
-        let _ = writeln!(s, r#"<text x="{:.0}" y="{:.0}" text-anchor="end">{}</text>"#, left - 6.0, y + cell / 2.0 + 4.0, escape(&cm.classes[i]));
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.0}" y="{:.0}" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            y + cell / 2.0 + 4.0,
+            escape(&cm.classes[i])
+        );
         for (j, &n) in row.iter().enumerate() {
-            let frac = if total > 0 { n as f64 / total as f64 } else { 0.0 };
+            let frac = if total > 0 {
+                n as f64 / total as f64
+            } else {
+                0.0
+            };
             let shade = (255.0 * (1.0 - 0.8 * frac)) as u8;
             let x = left + j as f64 * cell;
-            let _ = writeln!(s, r#"<rect x="{x:.0}" y="{y:.0}" width="{cell:.0}" height="{cell:.0}" fill="rgb({shade},{shade},255)" stroke="gray"/>"#);
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x:.0}" y="{y:.0}" width="{cell:.0}" height="{cell:.0}" fill="rgb({shade},{shade},255)" stroke="gray"/>"#
+            );
             let colour = if frac > 0.6 { "white" } else { "black" };
-            let _ = writeln!(s, r#"<text x="{:.0}" y="{:.0}" text-anchor="middle" fill="{colour}">{n}</text>"#, x + cell / 2.0, y + cell / 2.0 + 4.0);
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.0}" y="{:.0}" text-anchor="middle" fill="{colour}">{n}</text>"#,
+                x + cell / 2.0,
+                y + cell / 2.0 + 4.0
+            );
         }
     }
     for (j, c) in cm.classes.iter().enumerate() {
         let x = left + j as f64 * cell + cell / 2.0;
         let y = top + k as f64 * cell + 10.0;
-        let _ = writeln!(s, r#"<text x="{x:.0}" y="{y:.0}" transform="rotate(45 {x:.0} {y:.0})">{}</text>"#, escape(c));
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.0}" y="{y:.0}" transform="rotate(45 {x:.0} {y:.0})">{}</text>"#,
+            escape(c)
+        );
     }
     s.push_str("</svg>\n");
     s
@@ -64,19 +101,60 @@ pub fn training_curves(history: &[EpochMetrics]) -> String {
             .join(" ")
     };
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, h - pad, w - pad, h - pad);
-    let _ = writeln!(s, r#"<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{}" stroke="black"/>"#, h - pad);
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">epoch (1–{})</text>"#, w / 2.0, h - 10.0, history.len());
-    let _ = writeln!(s, r#"<text x="{pad}" y="20">loss (max {max_loss:.3}, dashed) and accuracy (0–1, solid): training blue, validation orange</text>"#);
+    let _ = writeln!(
+        s,
+        r#"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        h - pad,
+        w - pad,
+        h - pad
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{}" stroke="black"/>"#,
+        h - pad
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">epoch (1–{})</text>"#,
+        w / 2.0,
+        h - 10.0,
+        history.len()
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{pad}" y="20">loss (max {max_loss:.3}, dashed) and accuracy (0–1, solid): training blue, validation orange</text>"#
+    );
     for (f, max, colour, dash) in [
-        (&(|m: &EpochMetrics| m.train_loss) as &dyn Fn(&EpochMetrics) -> f64, max_loss, "#1f77b4", "5,4"),
-        (&|m: &EpochMetrics| m.validation_loss, max_loss, "#ff7f0e", "5,4"),
+        (
+            &(|m: &EpochMetrics| m.train_loss) as &dyn Fn(&EpochMetrics) -> f64,
+            max_loss,
+            "#1f77b4",
+            "5,4",
+        ),
+        (
+            &|m: &EpochMetrics| m.validation_loss,
+            max_loss,
+            "#ff7f0e",
+            "5,4",
+        ),
         (&|m: &EpochMetrics| m.train_accuracy, 1.0, "#1f77b4", "none"),
-        (&|m: &EpochMetrics| m.validation_accuracy, 1.0, "#ff7f0e", "none"),
+        (
+            &|m: &EpochMetrics| m.validation_accuracy,
+            1.0,
+            "#ff7f0e",
+            "none",
+        ),
     ] {
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#, line(f, max));
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
+            line(f, max)
+        );
     }
     s.push_str("</svg>\n");
     s

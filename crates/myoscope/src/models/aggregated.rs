@@ -35,8 +35,14 @@ impl AggregatedClassifier {
             head_path = &head_path / part;
         }
         let head = nn::linear(head_path, c, num_classes, Default::default());
-        let patch_head = (grid > 1)
-            .then(|| nn::linear(root / "patch_classifier", c, num_classes, Default::default()));
+        let patch_head = (grid > 1).then(|| {
+            nn::linear(
+                root / "patch_classifier",
+                c,
+                num_classes,
+                Default::default(),
+            )
+        });
         Self {
             trunk,
             head,
@@ -82,7 +88,11 @@ impl AggregatedClassifier {
         let patch_logits = self.patch_head.as_ref().map(|ph| {
             let n = maps.size()[0];
             let per_patch = maps.mean_dim(&[2i64, 3][..], false, None).apply(ph);
-            per_patch.view([n / (self.grid * self.grid), self.grid * self.grid, self.num_classes])
+            per_patch.view([
+                n / (self.grid * self.grid),
+                self.grid * self.grid,
+                self.num_classes,
+            ])
         });
         AggregatedOutput {
             logits,

@@ -101,7 +101,7 @@ struct Transition {
 #[derive(Debug)]
 enum Stage {
     Block(Vec<DenseLayer>),
-    Transition(Transition),
+    Transition(Box<Transition>),
 }
 
 /// The DenseNet feature extractor (`features.*` in torchvision), ending with `norm5` + ReLU.
@@ -145,10 +145,10 @@ impl DenseNet {
             c += n_layers * cfg.growth_rate;
             if i + 1 < cfg.block_config.len() {
                 let tp = &p / format!("transition{}", i + 1);
-                stages.push(Stage::Transition(Transition {
+                stages.push(Stage::Transition(Box::new(Transition {
                     norm: bn(&tp / "norm", c),
                     conv: conv(&tp / "conv", c, c / 2, 1, 1, 0),
-                }));
+                })));
                 c /= 2;
             }
         }

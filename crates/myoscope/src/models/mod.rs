@@ -15,13 +15,22 @@ use tch::nn;
 
 /// Trunks the registry can build, by the names used in configs and on the command line.
 pub const ARCHITECTURES: &[(&str, &str)] = &[
-    ("densenet121", "DenseNet-121 (torchvision layout), Kabeya et al.'s trunk"),
-    ("densenet-tiny", "3-block DenseNet, growth 12: the CPU demo trunk"),
+    (
+        "densenet121",
+        "DenseNet-121 (torchvision layout), Kabeya et al.'s trunk",
+    ),
+    (
+        "densenet-tiny",
+        "3-block DenseNet, growth 12: the CPU demo trunk",
+    ),
     ("resnet18", "ResNet-18 (torchvision layout)"),
     ("resnet34", "ResNet-34 (torchvision layout)"),
     ("resnet50", "ResNet-50 (torchvision layout)"),
     ("mobilenet_v2", "MobileNetV2 1.0 (torchvision layout)"),
-    ("efficientnet_lite0", "EfficientNet-Lite0 (timm tf_efficientnet_lite0 layout)"),
+    (
+        "efficientnet_lite0",
+        "EfficientNet-Lite0 (timm tf_efficientnet_lite0 layout)",
+    ),
 ];
 
 /// Builds the named trunk with its parameters under `root`, named as in the reference
@@ -45,7 +54,10 @@ pub fn build_backbone(arch: &str, root: &nn::Path, in_channels: i64) -> Result<B
         "efficientnet_lite0" => Box::new(efficientnet_lite::efficientnet_lite0(root, in_channels)),
         other => {
             let known: Vec<&str> = ARCHITECTURES.iter().map(|(n, _)| *n).collect();
-            bail!("unknown architecture '{other}'; choose one of: {}", known.join(", "))
+            bail!(
+                "unknown architecture '{other}'; choose one of: {}",
+                known.join(", ")
+            )
         }
     })
 }
@@ -75,21 +87,32 @@ mod tests {
     use tch::{Device, Kind, Tensor};
 
     fn trainable_count(vs: &nn::VarStore) -> i64 {
-        vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     #[test]
     fn densenet121_has_torchvision_parameter_count() {
         let vs = nn::VarStore::new(Device::Cpu);
         let trunk = build_backbone("densenet121", &vs.root(), 3).unwrap();
-        let _head = nn::linear(vs.root() / "classifier", trunk.out_channels(), 1000, Default::default());
+        let _head = nn::linear(
+            vs.root() / "classifier",
+            trunk.out_channels(),
+            1000,
+            Default::default(),
+        );
         assert_eq!(trainable_count(&vs), 7_978_856);
         let names = vs.variables();
         assert_eq!(
             names["features.denseblock3.denselayer24.conv2.weight"].size(),
             vec![32, 128, 3, 3]
         );
-        assert_eq!(names["features.transition3.conv.weight"].size(), vec![512, 1024, 1, 1]);
+        assert_eq!(
+            names["features.transition3.conv.weight"].size(),
+            vec![512, 1024, 1, 1]
+        );
         assert_eq!(names["features.norm5.running_var"].size(), vec![1024]);
     }
 
@@ -99,7 +122,10 @@ mod tests {
             let vs = nn::VarStore::new(Device::Cpu);
             let trunk = build_backbone(name, &vs.root(), 3).unwrap();
             let model = AggregatedClassifier::new(&vs.root(), trunk, 2, 3);
-            let out = model.forward_t(&Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu)), false);
+            let out = model.forward_t(
+                &Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu)),
+                false,
+            );
             assert_eq!(out.logits.size(), vec![1, 3], "{name}");
         }
     }
@@ -124,7 +150,9 @@ mod tests {
     #[test]
     fn unknown_architecture_lists_the_known_ones() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let err = build_backbone("densenet999", &vs.root(), 3).unwrap_err().to_string();
+        let err = build_backbone("densenet999", &vs.root(), 3)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("densenet121"), "{err}");
     }
 
@@ -147,7 +175,10 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let trunk = build_backbone("densenet-tiny", &vs.root(), 3).unwrap();
         let model = AggregatedClassifier::new(&vs.root(), trunk, 4, 3);
-        let out = model.forward_t(&Tensor::rand([2, 3, 64, 64], (Kind::Float, Device::Cpu)), false);
+        let out = model.forward_t(
+            &Tensor::rand([2, 3, 64, 64], (Kind::Float, Device::Cpu)),
+            false,
+        );
         assert_eq!(out.logits.size(), vec![2, 3]);
         assert_eq!(out.patch_logits.unwrap().size(), vec![2, 16, 3]);
         // tiny trunk: 16 px patch → 8 px after the stem → 2 px after two transitions.

@@ -17,7 +17,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} into place", path.display()))
 }
 
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -25,7 +26,8 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
@@ -37,9 +39,11 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
         .iter()
         .map(|(n, t)| (n.clone(), t.to_device(tch::Device::Cpu).contiguous()))
         .collect();
-    Tensor::write_safetensors(&cpu, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    Tensor::write_safetensors(&cpu, &tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot move {} into place", path.display()))
 }
 
 pub fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
@@ -58,7 +62,11 @@ fn tmp_path(path: &Path) -> std::path::PathBuf {
 /// Copies tensors into a var store by name. Every variable of the store must be present
 /// with the same shape; keys that are not variables (optimiser state, `num_batches_tracked`)
 /// are ignored.
-pub fn load_into_varstore(vs: &tch::nn::VarStore, tensors: &HashMap<String, Tensor>, source: &Path) -> Result<()> {
+pub fn load_into_varstore(
+    vs: &tch::nn::VarStore,
+    tensors: &HashMap<String, Tensor>,
+    source: &Path,
+) -> Result<()> {
     let mut missing = Vec::new();
     tch::no_grad(|| -> Result<()> {
         for (name, mut var) in vs.variables() {

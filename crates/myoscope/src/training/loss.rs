@@ -4,16 +4,21 @@ use crate::models::AggregatedOutput;
 use tch::{Reduction, Tensor};
 
 pub fn aggregated_loss(out: &AggregatedOutput, labels: &Tensor, patch_weight: f64) -> Tensor {
-    let image_loss = out.logits.cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0);
+    let image_loss =
+        out.logits
+            .cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0);
     match &out.patch_logits {
         Some(patch) if patch_weight != 0.0 => {
             let (b, m, k) = patch.size3().expect("patch logits are [B, M, K]");
             let patch_labels = labels.unsqueeze(1).expand([b, m], false).reshape([b * m]);
             // Mean over B·M patches × M = Σ_j mean_b CE(patch_j).
-            let patch_loss = patch
-                .reshape([b * m, k])
-                .cross_entropy_loss::<Tensor>(&patch_labels, None, Reduction::Mean, -100, 0.0)
-                * (m as f64);
+            let patch_loss = patch.reshape([b * m, k]).cross_entropy_loss::<Tensor>(
+                &patch_labels,
+                None,
+                Reduction::Mean,
+                -100,
+                0.0,
+            ) * (m as f64);
             image_loss + patch_loss * patch_weight
         }
         _ => image_loss,

@@ -129,13 +129,16 @@ impl RAdam {
 
     /// Optimiser state for a checkpoint: moments per parameter and the step count.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![(
-            "radam.step".to_string(),
-            Tensor::from_slice(&[self.step]),
-        )];
+        let mut out = vec![("radam.step".to_string(), Tensor::from_slice(&[self.step]))];
         for p in &self.params {
-            out.push((format!("radam.exp_avg.{}", p.name), p.exp_avg.shallow_clone()));
-            out.push((format!("radam.exp_avg_sq.{}", p.name), p.exp_avg_sq.shallow_clone()));
+            out.push((
+                format!("radam.exp_avg.{}", p.name),
+                p.exp_avg.shallow_clone(),
+            ));
+            out.push((
+                format!("radam.exp_avg_sq.{}", p.name),
+                p.exp_avg_sq.shallow_clone(),
+            ));
         }
         out
     }
@@ -148,13 +151,20 @@ impl RAdam {
         self.step = step.int64_value(&[0]);
         tch::no_grad(|| -> Result<()> {
             for p in &mut self.params {
-                for (kind, dst) in [("exp_avg", &mut p.exp_avg), ("exp_avg_sq", &mut p.exp_avg_sq)] {
+                for (kind, dst) in [
+                    ("exp_avg", &mut p.exp_avg),
+                    ("exp_avg_sq", &mut p.exp_avg_sq),
+                ] {
                     let key = format!("radam.{kind}.{}", p.name);
                     let src = state
                         .get(&key)
                         .with_context(|| format!("checkpoint lacks optimiser state {key}"))?;
                     if src.size() != dst.size() {
-                        bail!("optimiser state {key} has shape {:?}, expected {:?}", src.size(), dst.size());
+                        bail!(
+                            "optimiser state {key} has shape {:?}, expected {:?}",
+                            src.size(),
+                            dst.size()
+                        );
                     }
                     dst.copy_(&src.to_kind(dst.kind()).to_device(dst.device()));
                 }

@@ -54,8 +54,10 @@ fn libtorch_version() -> String {
     from_build
         .and_then(|p| std::fs::read_to_string(p.join("version.py")).ok())
         .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("__version__ = ").map(|v| v.trim_matches('\'').to_string()))
+            text.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ")
+                    .map(|v| v.trim_matches('\'').to_string())
+            })
         })
         .unwrap_or_else(|| "2.13 (exact build unknown)".into())
 }
@@ -106,7 +108,8 @@ pub fn write_manifest(dir: &Path, manifest: &RunManifest) -> Result<()> {
 }
 
 pub fn ensure_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create run directory {}", dir.display()))
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create run directory {}", dir.display()))
 }
 
 #[cfg(test)]

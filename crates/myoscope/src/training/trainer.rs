@@ -1,7 +1,9 @@
 //! The training loop: epochs over the left/right squares of the training photos, validation
 //! on the validation slides after each epoch, the best-accuracy weights kept, and a complete
 //! checkpoint after every epoch so a killed run resumes where it stopped.
-use super::checkpoint::{load_tensors, load_into_varstore, read_json, save_tensors, write_atomic, write_json_atomic};
+use super::checkpoint::{
+    load_into_varstore, load_tensors, read_json, save_tensors, write_atomic, write_json_atomic,
+};
 use super::loss::aggregated_loss;
 use super::model_spec::ModelSpec;
 use super::radam::RAdam;
@@ -170,15 +172,23 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         crate::device::describe(device)
     );
 
-    let mut ran = 0;
-    for epoch in state.epochs_done..cfg.training.epochs {
+    for (ran, epoch) in (state.epochs_done..cfg.training.epochs).enumerate() {
         if opts.stop_after.is_some_and(|n| ran >= n) {
             break;
         }
         let t0 = Instant::now();
         let base_lr = cfg.training.optimizer.lr;
-        opt.set_lr(cfg.training.lr_schedule.lr_at(base_lr, epoch, cfg.training.epochs));
-        let bar = progress_bar(opts.progress, train_items.len(), epoch + 1, cfg.training.epochs);
+        opt.set_lr(
+            cfg.training
+                .lr_schedule
+                .lr_at(base_lr, epoch, cfg.training.epochs),
+        );
+        let bar = progress_bar(
+            opts.progress,
+            train_items.len(),
+            epoch + 1,
+            cfg.training.epochs,
+        );
         let (train_loss, train_accuracy) = {
             let plan = EpochPlan {
                 items: train_items.clone(),
@@ -209,7 +219,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
             (acc.loss(), acc.accuracy())
         };
         bar.finish_and_clear();
-        let (validation_loss, validation_accuracy) = evaluate(&net, &val_src, &val_items, &cfg, device)?;
+        let (validation_loss, validation_accuracy) =
+            evaluate(&net, &val_src, &val_items, &cfg, device)?;
         let metrics = EpochMetrics {
             epoch: epoch + 1,
             train_loss,
@@ -229,7 +240,11 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
             metrics.seconds
         );
         // Validation-free runs keep the latest epoch; otherwise ties keep the earlier epoch.
-        let score = if val_items.is_empty() { epoch as f64 } else { validation_accuracy };
+        let score = if val_items.is_empty() {
+            epoch as f64
+        } else {
+            validation_accuracy
+        };
         if score > state.best_validation_accuracy {
             state.best_validation_accuracy = score;
             state.best_epoch = epoch + 1;
@@ -238,10 +253,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         state.history.push(metrics);
         state.epochs_done = epoch + 1;
         save_checkpoint(out, &vs, &opt, &mut state)?;
-        ran += 1;
     }
 
-    let best_validation_accuracy = if val_items.is_empty() { f64::NAN } else { state.best_validation_accuracy };
+    let best_validation_accuracy = if val_items.is_empty() {
+        f64::NAN
+    } else {
+        state.best_validation_accuracy
+    };
     let report = TrainReport {
         classes: dataset.classes.clone(),
         train_images: split.train.len(),
@@ -263,7 +281,12 @@ fn model_tensors(vs: &nn::VarStore) -> Vec<(String, tch::Tensor)> {
 }
 
 /// Writes the epoch's checkpoint, then points `state.json` at it, then drops the old one.
-fn save_checkpoint(out: &Path, vs: &nn::VarStore, opt: &RAdam, state: &mut TrainState) -> Result<()> {
+fn save_checkpoint(
+    out: &Path,
+    vs: &nn::VarStore,
+    opt: &RAdam,
+    state: &mut TrainState,
+) -> Result<()> {
     let dir = out.join(run_dir::CHECKPOINT_DIR);
     let name = format!("epoch-{:04}.safetensors", state.epochs_done);
     let mut tensors = model_tensors(vs);
@@ -302,7 +325,8 @@ pub fn evaluate(
         tch::no_grad(|| {
             let labels = batch.labels().to_device(device);
             let out = net.forward_t(&batch.images().to_device(device), false);
-            let loss = aggregated_loss(&out, &labels, cfg.model.patch_loss_weight).double_value(&[]);
+            let loss =
+                aggregated_loss(&out, &labels, cfg.model.patch_loss_weight).double_value(&[]);
             acc.add(loss, &out.logits, &labels);
         });
     }
@@ -321,7 +345,11 @@ impl Accumulator {
     fn add(&mut self, loss: f64, logits: &tch::Tensor, labels: &tch::Tensor) {
         self.loss_sum += loss;
         self.batches += 1;
-        self.correct += logits.argmax(-1, false).eq_tensor(labels).sum(tch::Kind::Int64).int64_value(&[]);
+        self.correct += logits
+            .argmax(-1, false)
+            .eq_tensor(labels)
+            .sum(tch::Kind::Int64)
+            .int64_value(&[]);
         self.seen += labels.size()[0];
     }
 
@@ -365,7 +393,12 @@ fn check_headers(ds: &Dataset) -> Result<()> {
             "{} unreadable image(s) in {}:\n  {}",
             problems.len(),
             ds.source.display(),
-            problems.iter().take(20).cloned().collect::<Vec<_>>().join("\n  ")
+            problems
+                .iter()
+                .take(20)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n  ")
         );
     }
     Ok(())
@@ -378,7 +411,11 @@ struct SplitFile {
 }
 
 fn write_split(path: &Path, ds: &Dataset, split: &Split) -> Result<()> {
-    let names = |idx: &[usize]| idx.iter().map(|&i| ds.samples[i].rel_path.clone()).collect();
+    let names = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| ds.samples[i].rel_path.clone())
+            .collect()
+    };
     write_json_atomic(
         path,
         &SplitFile {
@@ -391,14 +428,21 @@ fn write_split(path: &Path, ds: &Dataset, split: &Split) -> Result<()> {
 /// Re-reads a saved split by file name, so resuming cannot silently change it.
 fn read_split(path: &Path, ds: &Dataset) -> Result<Split> {
     let file: SplitFile = read_json(path)?;
-    let index: std::collections::HashMap<&str, usize> =
-        ds.samples.iter().enumerate().map(|(i, s)| (s.rel_path.as_str(), i)).collect();
+    let index: std::collections::HashMap<&str, usize> = ds
+        .samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.rel_path.as_str(), i))
+        .collect();
     let lookup = |names: &[String]| -> Result<Vec<usize>> {
         names
             .iter()
             .map(|n| {
                 index.get(n.as_str()).copied().with_context(|| {
-                    format!("{}: image '{n}' of the saved split is no longer in the data set", path.display())
+                    format!(
+                        "{}: image '{n}' of the saved split is no longer in the data set",
+                        path.display()
+                    )
                 })
             })
             .collect()
@@ -409,11 +453,20 @@ fn read_split(path: &Path, ds: &Dataset) -> Result<Split> {
     })
 }
 
-fn run_manifest(cfg: &TrainConfig, ds: &Dataset, split_path: &Path, device: tch::Device) -> Result<RunManifest> {
+fn run_manifest(
+    cfg: &TrainConfig,
+    ds: &Dataset,
+    split_path: &Path,
+    device: tch::Device,
+) -> Result<RunManifest> {
     let data_bytes = if ds.source.is_file() {
         std::fs::read(&ds.source).with_context(|| format!("cannot read {}", ds.source.display()))?
     } else {
-        ds.samples.iter().map(|s| format!("{}\t{}\n", s.rel_path, s.label)).collect::<String>().into_bytes()
+        ds.samples
+            .iter()
+            .map(|s| format!("{}\t{}\n", s.rel_path, s.label))
+            .collect::<String>()
+            .into_bytes()
     };
     Ok(RunManifest {
         myoscope_version: env!("CARGO_PKG_VERSION").into(),

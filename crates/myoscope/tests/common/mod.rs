@@ -53,7 +53,10 @@ pub fn shared_data() -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
-        eprintln!("SKIP: ../shared/data is absent ({}); shared-data integration test not run", p.display());
+        eprintln!(
+            "SKIP: ../shared/data is absent ({}); shared-data integration test not run",
+            p.display()
+        );
         None
     }
 }
