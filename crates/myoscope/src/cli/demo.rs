@@ -4,10 +4,10 @@
 //! aggregated DenseNet on the rest and reports held-out accuracy per image and per slide.
 use crate::config::{LrSchedule, TrainConfig};
 use crate::data::split::grouped_holdout;
-use crate::data::{Dataset, ManifestColumns};
+use crate::data::Dataset;
 use crate::evaluation::svg;
 use crate::inference::{confusion, predict, slide_means, write_csv, write_slide_csv};
-use crate::synth::{write_dataset, SynthSpec};
+use crate::synth::{manifest_columns, write_dataset, SynthSpec};
 use crate::training::{train, LoadedModel, TrainOptions};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -38,12 +38,7 @@ pub struct DemoArgs {
 pub fn demo_config(manifest: &Path, a: &DemoArgs) -> TrainConfig {
     let mut c = TrainConfig::default();
     c.data.source = manifest.to_path_buf();
-    c.data.columns = ManifestColumns {
-        path: "path".into(),
-        label: "label".into(),
-        slide: Some("slide".into()),
-        group: Some("patient".into()),
-    };
+    c.data.columns = manifest_columns();
     c.data.validation_fraction = 0.2;
     c.model.arch = "densenet-tiny".into();
     c.model.grid = 4;
@@ -77,12 +72,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let manifest = write_dataset(&data_dir, &spec)?;
 
     // Hold out a quarter of each class's slides for the final test, as whole slides.
-    let cols = ManifestColumns {
-        path: "path".into(),
-        label: "label".into(),
-        slide: Some("slide".into()),
-        group: Some("patient".into()),
-    };
+    let cols = manifest_columns();
     let all = Dataset::from_manifest(&manifest, &cols, None)?;
     let held = grouped_holdout(&all, 0.25, a.seed ^ 0x7e57);
     let train_manifest = data_dir.join("train.csv");

@@ -7,6 +7,7 @@
 
 use super::backbone::Backbone;
 use super::conv_bn::{Act, ConvBn, ConvBnCfg};
+use super::mobile_trunk::{MobileTrunk, ResidualChain};
 use tch::{nn, Tensor};
 
 /// timm's arch_def for Lite0: (expand ratio, kernel, first stride, output channels, repeats) per
@@ -30,56 +31,41 @@ fn tf(kernel: i64, act: Act) -> ConvBnCfg {
 
 /// timm `DepthwiseSeparableConv` (`conv_dw`/`bn1`, `conv_pw`/`bn2`) or `InvertedResidual`
 /// (`conv_pw`/`bn1`, `conv_dw`/`bn2`, `conv_pwl`/`bn3`); the last unit is linear either way.
-#[derive(Debug)]
-struct MbBlock {
-    convs: Vec<ConvBn>,
-    residual: bool,
-}
-
-impl MbBlock {
-    fn new(p: &nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, expand: i64) -> Self {
-        let unit = |conv: &str, bn: &str, a: i64, b: i64, cfg: ConvBnCfg| {
-            ConvBn::new(&(p / conv), &(p / bn), a, b, cfg)
-        };
-        let dw = |c: i64| tf(kernel, Act::Relu6).stride(stride).groups(c);
-        let convs = if expand == 1 {
-            vec![
-                unit("conv_dw", "bn1", c_in, c_in, dw(c_in)),
-                unit("conv_pw", "bn2", c_in, c_out, tf(1, Act::Identity)),
-            ]
-        } else {
-            let mid = c_in * expand;
-            vec![
-                unit("conv_pw", "bn1", c_in, mid, tf(1, Act::Relu6)),
-                unit("conv_dw", "bn2", mid, mid, dw(mid)),
-                unit("conv_pwl", "bn3", mid, c_out, tf(1, Act::Identity)),
-            ]
-        };
-        MbBlock {
-            convs,
-            residual: stride == 1 && c_in == c_out,
-        }
-    }
-
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = self.convs[0].forward_t(xs, train);
-        for unit in &self.convs[1..] {
-            ys = unit.forward_t(&ys, train);
-        }
-        if self.residual {
-            ys + xs
-        } else {
-            ys
-        }
+fn mb_block(
+    p: &nn::Path,
+    c_in: i64,
+    c_out: i64,
+    kernel: i64,
+    stride: i64,
+    expand: i64,
+) -> ResidualChain {
+    let unit = |conv: &str, bn: &str, a: i64, b: i64, cfg: ConvBnCfg| {
+        ConvBn::new(&(p / conv), &(p / bn), a, b, cfg)
+    };
+    let dw = |c: i64| tf(kernel, Act::Relu6).stride(stride).groups(c);
+    let convs = if expand == 1 {
+        vec![
+            unit("conv_dw", "bn1", c_in, c_in, dw(c_in)),
+            unit("conv_pw", "bn2", c_in, c_out, tf(1, Act::Identity)),
+        ]
+    } else {
+        let mid = c_in * expand;
+        vec![
+            unit("conv_pw", "bn1", c_in, mid, tf(1, Act::Relu6)),
+            unit("conv_dw", "bn2", mid, mid, dw(mid)),
+            unit("conv_pwl", "bn3", mid, c_out, tf(1, Act::Identity)),
+        ]
+    };
+    ResidualChain {
+        convs,
+        residual: stride == 1 && c_in == c_out,
     }
 }
 
 /// timm `tf_efficientnet_lite0` without its `classifier` linear.
 #[derive(Debug)]
 pub struct EfficientNetLite {
-    stem: ConvBn,
-    stages: Vec<Vec<MbBlock>>,
-    head: ConvBn,
+    trunk: MobileTrunk,
 }
 
 /// timm `tf_efficientnet_lite0` trunk, 1280 output channels.
@@ -102,7 +88,7 @@ pub fn efficientnet_lite0(p: &nn::Path, in_channels: i64) -> EfficientNetLite {
             (0..repeats)
                 .map(|j| {
                     let stride = if j == 0 { first_stride } else { 1 };
-                    let block = MbBlock::new(&(&sp / j), c_in, c_out, kernel, stride, expand);
+                    let block = mb_block(&(&sp / j), c_in, c_out, kernel, stride, expand);
                     c_in = c_out;
                     block
                 })
@@ -117,7 +103,9 @@ pub fn efficientnet_lite0(p: &nn::Path, in_channels: i64) -> EfficientNetLite {
         HEAD_CHANNELS,
         head_cfg,
     );
-    EfficientNetLite { stem, stages, head }
+    EfficientNetLite {
+        trunk: MobileTrunk { stem, stages, head },
+    }
 }
 
 impl EfficientNetLite {
@@ -125,16 +113,7 @@ impl EfficientNetLite {
     /// 4, 8, 16, 16, 32, 32), like timm's `features_only`. The 1×1 widening `conv_head` serves
     /// classification and is left to [`Backbone::features`].
     pub fn stages(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut outs = Vec::with_capacity(1 + self.stages.len());
-        let mut ys = self.stem.forward_t(xs, train);
-        outs.push(ys.shallow_clone());
-        for stage in &self.stages {
-            for block in stage {
-                ys = block.forward_t(&ys, train);
-            }
-            outs.push(ys.shallow_clone());
-        }
-        outs
+        self.trunk.stages(xs, train)
     }
 
     /// Channels of each map returned by [`EfficientNetLite::stages`].
@@ -147,11 +126,7 @@ impl EfficientNetLite {
 
 impl Backbone for EfficientNetLite {
     fn features(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = self.stem.forward_t(xs, train);
-        for block in self.stages.iter().flatten() {
-            ys = block.forward_t(&ys, train);
-        }
-        self.head.forward_t(&ys, train)
+        self.trunk.features(xs, train)
     }
 
     fn out_channels(&self) -> i64 {

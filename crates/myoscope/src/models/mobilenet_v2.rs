@@ -3,6 +3,7 @@
 
 use super::backbone::Backbone;
 use super::conv_bn::{Act, ConvBn, ConvBnCfg};
+use super::mobile_trunk::{MobileTrunk, ResidualChain};
 use tch::{nn, Tensor};
 
 /// torchvision's `inverted_residual_setting`: (expand ratio t, output channels c, repeats n,
@@ -20,60 +21,44 @@ const STEM_CHANNELS: i64 = 32;
 const LAST_CHANNELS: i64 = 1280;
 
 /// torchvision `InvertedResidual`: optional 1×1 expansion, 3×3 depthwise, linear 1×1 projection.
-#[derive(Debug)]
-struct InvertedResidual {
-    convs: Vec<ConvBn>,
-    residual: bool,
-}
-
-impl InvertedResidual {
-    fn new(p: &nn::Path, c_in: i64, c_out: i64, stride: i64, expand: i64) -> Self {
-        let tv = ConvBnCfg::torchvision;
-        let p = p / "conv";
-        let hidden = c_in * expand;
-        let mut convs = Vec::with_capacity(3);
-        // Without expansion torchvision drops the 1×1 expand unit, shifting later indices down by
-        // one: the depthwise unit is `conv.0` and the projection `conv.1`/`conv.2`.
-        if expand != 1 {
-            convs.push(ConvBn::seq(&(&p / 0), c_in, hidden, tv(1, Act::Relu6)));
-        }
-        let i = convs.len();
-        let dw = tv(3, Act::Relu6).stride(stride).groups(hidden);
-        convs.push(ConvBn::seq(&(&p / i), hidden, hidden, dw));
-        // The projection is a bare conv + BN pair directly in the block's Sequential.
-        let proj = tv(1, Act::Identity);
-        convs.push(ConvBn::new(
-            &(&p / (i + 1)),
-            &(&p / (i + 2)),
-            hidden,
-            c_out,
-            proj,
-        ));
-        InvertedResidual {
-            convs,
-            residual: stride == 1 && c_in == c_out,
-        }
+fn inverted_residual(
+    p: &nn::Path,
+    c_in: i64,
+    c_out: i64,
+    stride: i64,
+    expand: i64,
+) -> ResidualChain {
+    let tv = ConvBnCfg::torchvision;
+    let p = p / "conv";
+    let hidden = c_in * expand;
+    let mut convs = Vec::with_capacity(3);
+    // Without expansion torchvision drops the 1×1 expand unit, shifting later indices down by
+    // one: the depthwise unit is `conv.0` and the projection `conv.1`/`conv.2`.
+    if expand != 1 {
+        convs.push(ConvBn::seq(&(&p / 0), c_in, hidden, tv(1, Act::Relu6)));
     }
-
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = self.convs[0].forward_t(xs, train);
-        for unit in &self.convs[1..] {
-            ys = unit.forward_t(&ys, train);
-        }
-        if self.residual {
-            ys + xs
-        } else {
-            ys
-        }
+    let i = convs.len();
+    let dw = tv(3, Act::Relu6).stride(stride).groups(hidden);
+    convs.push(ConvBn::seq(&(&p / i), hidden, hidden, dw));
+    // The projection is a bare conv + BN pair directly in the block's Sequential.
+    let proj = tv(1, Act::Identity);
+    convs.push(ConvBn::new(
+        &(&p / (i + 1)),
+        &(&p / (i + 2)),
+        hidden,
+        c_out,
+        proj,
+    ));
+    ResidualChain {
+        convs,
+        residual: stride == 1 && c_in == c_out,
     }
 }
 
 /// torchvision `mobilenet_v2` without its `classifier` (dropout + `classifier.1` linear).
 #[derive(Debug)]
 pub struct MobileNetV2 {
-    stem: ConvBn,
-    stages: Vec<Vec<InvertedResidual>>,
-    head: ConvBn,
+    trunk: MobileTrunk,
 }
 
 /// torchvision `mobilenet_v2` trunk, 1280 output channels.
@@ -95,7 +80,7 @@ pub fn mobilenet_v2(p: &nn::Path, in_channels: i64) -> MobileNetV2 {
                 .map(|j| {
                     let stride = if j == 0 { first_stride } else { 1 };
                     let block =
-                        InvertedResidual::new(&(&features / index), c_in, c_out, stride, expand);
+                        inverted_residual(&(&features / index), c_in, c_out, stride, expand);
                     index += 1;
                     c_in = c_out;
                     block
@@ -104,7 +89,9 @@ pub fn mobilenet_v2(p: &nn::Path, in_channels: i64) -> MobileNetV2 {
         })
         .collect();
     let head = ConvBn::seq(&(&features / index), c_in, LAST_CHANNELS, tv(1, Act::Relu6));
-    MobileNetV2 { stem, stages, head }
+    MobileNetV2 {
+        trunk: MobileTrunk { stem, stages, head },
+    }
 }
 
 impl MobileNetV2 {
@@ -112,16 +99,7 @@ impl MobileNetV2 {
     /// inverted-residual stages (strides 2, 4, 8, 16, 16, 32, 32). The 1×1 widening conv to 1280
     /// channels (`features.18`) serves classification and is left to [`Backbone::features`].
     pub fn stages(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut outs = Vec::with_capacity(1 + self.stages.len());
-        let mut ys = self.stem.forward_t(xs, train);
-        outs.push(ys.shallow_clone());
-        for stage in &self.stages {
-            for block in stage {
-                ys = block.forward_t(&ys, train);
-            }
-            outs.push(ys.shallow_clone());
-        }
-        outs
+        self.trunk.stages(xs, train)
     }
 
     /// Channels of each map returned by [`MobileNetV2::stages`].
@@ -134,11 +112,7 @@ impl MobileNetV2 {
 
 impl Backbone for MobileNetV2 {
     fn features(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = self.stem.forward_t(xs, train);
-        for block in self.stages.iter().flatten() {
-            ys = block.forward_t(&ys, train);
-        }
-        self.head.forward_t(&ys, train)
+        self.trunk.features(xs, train)
     }
 
     fn out_channels(&self) -> i64 {

@@ -4,6 +4,7 @@ pub mod backbone;
 pub mod conv_bn;
 pub mod densenet;
 pub mod efficientnet_lite;
+pub mod mobile_trunk;
 pub mod mobilenet_v2;
 pub mod resnet;
 

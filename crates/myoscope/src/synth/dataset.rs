@@ -140,3 +140,13 @@ pub fn write_dataset(dir: &Path, spec: &SynthSpec) -> Result<PathBuf> {
     write().with_context(|| format!("writing manifest {}", manifest.display()))?;
     Ok(manifest)
 }
+
+/// How to read the manifest `write_dataset` writes: one patient per slide, grouped by patient.
+pub fn manifest_columns() -> crate::data::ManifestColumns {
+    crate::data::ManifestColumns {
+        path: "path".into(),
+        label: "label".into(),
+        slide: Some("slide".into()),
+        group: Some("patient".into()),
+    }
+}

@@ -31,7 +31,7 @@ use image::{GrayImage, RgbImage};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-pub use dataset::{write_dataset, SynthSpec};
+pub use dataset::{manifest_columns, write_dataset, SynthSpec};
 pub use style::SlideStyle;
 
 /// Diagnostic class of a synthetic photo.

@@ -1,8 +1,7 @@
 //! Helpers shared by the integration tests: scratch folders and tiny synthetic data sets.
 #![allow(dead_code)]
 use myoscope::config::TrainConfig;
-use myoscope::data::ManifestColumns;
-use myoscope::synth::{write_dataset, SynthSpec};
+use myoscope::synth::{manifest_columns, write_dataset, SynthSpec};
 use std::path::{Path, PathBuf};
 
 pub fn scratch(name: &str) -> PathBuf {
@@ -31,12 +30,7 @@ pub fn tiny_synthetic(dir: &Path) -> PathBuf {
 pub fn tiny_config(manifest: &Path) -> TrainConfig {
     let mut c = TrainConfig::default();
     c.data.source = manifest.to_path_buf();
-    c.data.columns = ManifestColumns {
-        path: "path".into(),
-        label: "label".into(),
-        slide: Some("slide".into()),
-        group: Some("patient".into()),
-    };
+    c.data.columns = manifest_columns();
     c.data.validation_fraction = 0.5;
     c.model.arch = "densenet-tiny".into();
     c.model.grid = 2;
