@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 fn main() {
+    record_dependency_versions();
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=MYOSCOPE_NO_CUDA");
     println!("cargo:rerun-if-env-changed=MYOSCOPE_FORCE_CUDA");
@@ -43,4 +44,35 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+}
+
+/// Exposes the locked versions of the crates that decide numerical results as
+/// `MYOSCOPE_DEPENDENCY_VERSIONS` ("tch=0.26.0,torch-sys=0.26.0,..."), for run manifests.
+fn record_dependency_versions() {
+    const RECORDED: &[&str] = &[
+        "tch",
+        "torch-sys",
+        "image",
+        "rand",
+        "rand_chacha",
+        "safetensors",
+    ];
+    let lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.lock");
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text = std::fs::read_to_string(&lock).unwrap_or_default();
+    let mut found = Vec::new();
+    let mut name: Option<&str> = None;
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"'));
+        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take()) {
+            if RECORDED.contains(&n) {
+                found.push(format!("{n}={}", v.trim_matches('"')));
+            }
+        }
+    }
+    println!(
+        "cargo:rustc-env=MYOSCOPE_DEPENDENCY_VERSIONS={}",
+        found.join(",")
+    );
 }

@@ -18,6 +18,8 @@ pub const CHECKPOINT_DIR: &str = "checkpoints";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunManifest {
     pub myoscope_version: String,
+    /// Locked versions of the crates that decide numerical results (name → version).
+    pub crate_versions: std::collections::BTreeMap<String, String>,
     pub git_commit: Option<String>,
     pub seed: u64,
     /// sha256 of the manifest file (or of the sorted file list of a class-folder data set).
@@ -41,7 +43,7 @@ impl Backend {
     pub fn current(device: tch::Device) -> Self {
         Self {
             engine: "libtorch via tch".into(),
-            tch_version: "0.26.0".into(),
+            tch_version: crate_versions().get("tch").cloned().unwrap_or_default(),
             libtorch_version: libtorch_version(),
             device: crate::device::describe(device),
         }
@@ -60,6 +62,14 @@ fn libtorch_version() -> String {
             })
         })
         .unwrap_or_else(|| "2.13 (exact build unknown)".into())
+}
+
+pub fn crate_versions() -> std::collections::BTreeMap<String, String> {
+    env!("MYOSCOPE_DEPENDENCY_VERSIONS")
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -121,6 +131,14 @@ mod tests {
         let t = timestamp();
         assert_eq!(t.len(), 20, "{t}");
         assert!(t.starts_with("20") && t.ends_with('Z'));
+    }
+
+    #[test]
+    fn crate_versions_come_from_the_lock_file() {
+        assert_eq!(
+            crate_versions().get("tch").map(String::as_str),
+            Some("0.26.0")
+        );
     }
 
     #[test]

@@ -470,6 +470,7 @@ fn run_manifest(
     };
     Ok(RunManifest {
         myoscope_version: env!("CARGO_PKG_VERSION").into(),
+        crate_versions: run_dir::crate_versions(),
         git_commit: run_dir::git_commit(),
         seed: cfg.training.seed,
         data_sha256: run_dir::sha256_hex(&data_bytes),
