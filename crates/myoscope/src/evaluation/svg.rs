@@ -15,10 +15,17 @@ fn escape(s: &str) -> String {
 pub fn confusion_matrix(cm: &ConfusionMatrix, title: &str) -> String {
     let k = cm.classes.len();
     let cell = 64.0;
-    let left = 10.0 + cm.classes.iter().map(|c| c.len()).max().unwrap_or(4) as f64 * 7.5;
+    let longest = cm
+        .classes
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(4) as f64;
+    let left = 10.0 + longest * 7.5;
     let top = 60.0;
-    let w = left + cell * k as f64 + 20.0;
-    let h = top + cell * k as f64 + 30.0 + left;
+    // Column labels are rotated 45°, so the last one reaches right and down by ~5 px a char.
+    let w = (left + cell * k as f64 + 20.0 + longest * 5.5).max(360.0);
+    let h = top + cell * k as f64 + 30.0 + longest * 5.5;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -129,6 +136,20 @@ pub fn training_curves(history: &[EpochMetrics]) -> String {
         s,
         r#"<text x="{pad}" y="20">loss (max {max_loss:.3}, dashed) and accuracy (0–1, solid): training blue, validation orange</text>"#
     );
+    for frac in [0.0, 0.25, 0.5, 0.75, 1.0] {
+        let ty = y(frac, 1.0);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{pad}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="lightgray"/>"#,
+            w - pad
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{frac:.2}</text>"#,
+            pad - 4.0,
+            ty + 4.0
+        );
+    }
     for (f, max, colour, dash) in [
         (
             &(|m: &EpochMetrics| m.train_loss) as &dyn Fn(&EpochMetrics) -> f64,
