@@ -129,55 +129,58 @@ pub fn confusion<'a>(
     (!truth.is_empty()).then(|| ConfusionMatrix::new(classes, &truth, &pred))
 }
 
-/// One row per image: path, slide, truth, predicted, then one probability column per class.
-pub fn write_csv(path: &Path, classes: &[String], preds: &[ImagePrediction]) -> Result<()> {
+/// Writes identifying columns followed by one probability column per class (`p_<class>`).
+fn write_probability_csv<'a>(
+    path: &Path,
+    leading: [&str; 4],
+    classes: &[String],
+    rows: impl Iterator<Item = ([String; 4], &'a [f64])>,
+) -> Result<()> {
     let mut w =
         csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let mut header = vec![
-        "path".to_string(),
-        "slide".into(),
-        "truth".into(),
-        "predicted".into(),
-    ];
+    let mut header: Vec<String> = leading.iter().map(|h| h.to_string()).collect();
     header.extend(classes.iter().map(|c| format!("p_{c}")));
     w.write_record(&header)?;
-    for p in preds {
-        let mut row = vec![
-            p.path.clone(),
-            p.slide.clone().unwrap_or_default(),
-            p.truth.clone().unwrap_or_default(),
-            p.predicted.clone(),
-        ];
-        row.extend(p.probabilities.iter().map(|v| format!("{v:.6}")));
+    for (ids, probabilities) in rows {
+        let mut row = ids.to_vec();
+        row.extend(probabilities.iter().map(|v| format!("{v:.6}")));
         w.write_record(&row)?;
     }
     w.flush()?;
     Ok(())
 }
 
+/// One row per image: path, slide, truth, predicted, then one probability column per class.
+pub fn write_csv(path: &Path, classes: &[String], preds: &[ImagePrediction]) -> Result<()> {
+    let rows = preds.iter().map(|p| {
+        let ids = [
+            p.path.clone(),
+            p.slide.clone().unwrap_or_default(),
+            p.truth.clone().unwrap_or_default(),
+            p.predicted.clone(),
+        ];
+        (ids, p.probabilities.as_slice())
+    });
+    write_probability_csv(path, ["path", "slide", "truth", "predicted"], classes, rows)
+}
+
+/// One row per slide: slide, image count, truth, predicted, then the mean probabilities.
 pub fn write_slide_csv(path: &Path, classes: &[String], slides: &[SlidePrediction]) -> Result<()> {
-    let mut w =
-        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    let mut header = vec![
-        "slide".to_string(),
-        "images".into(),
-        "truth".into(),
-        "predicted".into(),
-    ];
-    header.extend(classes.iter().map(|c| format!("p_{c}")));
-    w.write_record(&header)?;
-    for s in slides {
-        let mut row = vec![
+    let rows = slides.iter().map(|s| {
+        let ids = [
             s.slide.clone(),
             s.images.to_string(),
             s.truth.clone().unwrap_or_default(),
             s.predicted.clone(),
         ];
-        row.extend(s.probabilities.iter().map(|v| format!("{v:.6}")));
-        w.write_record(&row)?;
-    }
-    w.flush()?;
-    Ok(())
+        (ids, s.probabilities.as_slice())
+    });
+    write_probability_csv(
+        path,
+        ["slide", "images", "truth", "predicted"],
+        classes,
+        rows,
+    )
 }
 
 #[cfg(test)]
