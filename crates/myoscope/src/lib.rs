@@ -1,8 +1,11 @@
 //! myoscope: deep learning on biopsy microscope images.
 pub mod cli;
 pub mod config;
+pub mod cv;
 pub mod data;
 pub mod device;
+pub mod diagnose;
+pub mod ensemble;
 pub mod evaluation;
 pub mod inference;
 pub mod models;

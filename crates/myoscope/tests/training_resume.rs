@@ -17,6 +17,8 @@ fn interrupted_run_resumes_to_the_same_result() {
             resume: false,
             progress: false,
             stop_after: None,
+            split: None,
+            init_from: None,
         },
     )
     .unwrap();
@@ -49,6 +51,8 @@ fn interrupted_run_resumes_to_the_same_result() {
             resume: false,
             progress: false,
             stop_after: Some(1),
+            split: None,
+            init_from: None,
         },
     )
     .unwrap();
@@ -61,6 +65,8 @@ fn interrupted_run_resumes_to_the_same_result() {
             resume: false,
             progress: false,
             stop_after: None,
+            split: None,
+            init_from: None,
         },
     )
     .unwrap_err();
@@ -72,6 +78,8 @@ fn interrupted_run_resumes_to_the_same_result() {
             resume: true,
             progress: false,
             stop_after: None,
+            split: None,
+            init_from: None,
         },
     )
     .unwrap();
@@ -108,6 +116,8 @@ fn resume_without_a_checkpoint_says_so() {
             resume: true,
             progress: false,
             stop_after: None,
+            split: None,
+            init_from: None,
         },
     )
     .unwrap_err();

@@ -1,6 +1,9 @@
 //! The `myoscope` command line: one sub-command per job, each in its own file.
 pub mod bench;
+pub mod cv;
 pub mod demo;
+pub mod diagnose;
+pub mod evaluate;
 pub mod predict;
 pub mod train;
 
@@ -23,6 +26,12 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Classify photos with a trained model: per-image and per-slide probabilities.
     Predict(predict::PredictArgs),
+    /// Cross-validate: test hold-out by slide, k fold models (optionally two-step), one ensemble.
+    Cv(cv::CvArgs),
+    /// Evaluate an ensemble on its test set: metrics.json, ROC/confusion pictures, report.html.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Two-step diagnosis of slides with an ensemble: group, threshold call, subtype.
+    Diagnose(diagnose::DiagnoseArgs),
     /// Generate a synthetic H&E muscle data set, train on it and evaluate on held-out slides.
     Demo(demo::DemoArgs),
     /// Time forward and training steps next to the same model in PyTorch.
@@ -35,6 +44,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(a) => train::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Cv(a) => cv::run_cli(a),
+        Command::Evaluate(a) => evaluate::run(a),
+        Command::Diagnose(a) => diagnose::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Models => {

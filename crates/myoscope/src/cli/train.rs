@@ -1,5 +1,5 @@
 //! `myoscope train`: a config file and/or flags → a run directory.
-use crate::config::TrainConfig;
+use crate::config::{DataConfig, ModelConfig, TrainConfig, TrainingConfig};
 use crate::evaluation::svg;
 use crate::training::{train, TrainOptions, TrainReport};
 use anyhow::Result;
@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// CSV manifest or folder with one sub-folder per class.
-    #[arg(long)]
-    pub data: Option<PathBuf>,
     /// TOML config; flags given on the command line override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -20,6 +17,21 @@ pub struct TrainArgs {
     /// Continue an interrupted run from its last finished epoch.
     #[arg(long)]
     pub resume: bool,
+    #[command(flatten)]
+    pub overrides: ConfigOverrides,
+    #[arg(long)]
+    pub validation_fraction: Option<f64>,
+    /// Hide the progress bars (epoch summaries are still printed).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Command-line settings that override the config file, shared by `train` and `cv`.
+#[derive(Debug, Args, Default)]
+pub struct ConfigOverrides {
+    /// CSV manifest or folder with one sub-folder per class.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Manifest column holding the class label.
     #[arg(long)]
     pub label: Option<String>,
@@ -49,11 +61,48 @@ pub struct TrainArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long)]
     pub device: Option<String>,
-    #[arg(long)]
-    pub validation_fraction: Option<f64>,
-    /// Hide the progress bars (epoch summaries are still printed).
-    #[arg(long)]
-    pub quiet: bool,
+}
+
+impl ConfigOverrides {
+    /// True when any setting is given (a resumed run must not be given new settings).
+    pub fn any(&self) -> bool {
+        let mut c = TrainConfig::default();
+        let before = c.clone();
+        self.apply(&mut c.data, &mut c.model, &mut c.training);
+        c != before
+    }
+
+    pub fn apply(
+        &self,
+        data: &mut DataConfig,
+        model: &mut ModelConfig,
+        training: &mut TrainingConfig,
+    ) {
+        let set = |dst: &mut String, v: &Option<String>| {
+            if let Some(v) = v {
+                dst.clone_from(v);
+            }
+        };
+        if let Some(v) = &self.data {
+            data.source = v.clone();
+        }
+        set(&mut data.columns.label, &self.label);
+        set(&mut data.columns.path, &self.path_column);
+        if let Some(v) = &self.slide {
+            data.columns.slide = Some(v.clone());
+        }
+        if let Some(v) = &self.group {
+            data.columns.group = Some(v.clone());
+        }
+        set(&mut model.arch, &self.arch);
+        model.grid = self.grid.unwrap_or(model.grid);
+        model.input_size = self.input_size.unwrap_or(model.input_size);
+        training.epochs = self.epochs.unwrap_or(training.epochs);
+        training.batch_size = self.batch_size.unwrap_or(training.batch_size);
+        training.optimizer.lr = self.lr.unwrap_or(training.optimizer.lr);
+        training.seed = self.seed.unwrap_or(training.seed);
+        set(&mut training.device, &self.device);
+    }
 }
 
 impl TrainArgs {
@@ -62,47 +111,10 @@ impl TrainArgs {
             Some(p) => TrainConfig::from_toml_file(p)?,
             None => TrainConfig::default(),
         };
-        if let Some(v) = &self.data {
-            c.data.source = v.clone();
-        }
-        if let Some(v) = &self.label {
-            c.data.columns.label = v.clone();
-        }
-        if let Some(v) = &self.path_column {
-            c.data.columns.path = v.clone();
-        }
-        if let Some(v) = &self.slide {
-            c.data.columns.slide = Some(v.clone());
-        }
-        if let Some(v) = &self.group {
-            c.data.columns.group = Some(v.clone());
-        }
+        self.overrides
+            .apply(&mut c.data, &mut c.model, &mut c.training);
         if let Some(v) = self.validation_fraction {
             c.data.validation_fraction = v;
-        }
-        if let Some(v) = &self.arch {
-            c.model.arch = v.clone();
-        }
-        if let Some(v) = self.grid {
-            c.model.grid = v;
-        }
-        if let Some(v) = self.input_size {
-            c.model.input_size = v;
-        }
-        if let Some(v) = self.epochs {
-            c.training.epochs = v;
-        }
-        if let Some(v) = self.batch_size {
-            c.training.batch_size = v;
-        }
-        if let Some(v) = self.lr {
-            c.training.optimizer.lr = v;
-        }
-        if let Some(v) = self.seed {
-            c.training.seed = v;
-        }
-        if let Some(v) = &self.device {
-            c.training.device = v.clone();
         }
         if !self.resume && c.data.source.as_os_str().is_empty() {
             anyhow::bail!("no data: pass --data MANIFEST.csv (or a folder of class folders), or set data.source in --config");
@@ -120,6 +132,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
             resume: a.resume,
             progress: !a.quiet,
             stop_after: None,
+            split: None,
+            init_from: None,
         },
     )?;
     write_pictures(&a.out, &report)?;

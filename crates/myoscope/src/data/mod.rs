@@ -3,6 +3,7 @@
 pub mod augment;
 pub mod crop;
 pub mod decode;
+pub mod folds;
 pub mod loader;
 pub mod manifest;
 pub mod split;

@@ -1,3 +1,8 @@
 //! Turning predictions into figures and pictures.
+pub mod cv_report;
 pub mod metrics;
+pub mod png;
+pub mod report;
+pub mod roc;
 pub mod svg;
+pub mod threshold;

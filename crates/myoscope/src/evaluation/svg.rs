@@ -181,6 +181,139 @@ pub fn training_curves(history: &[EpochMetrics]) -> String {
     s
 }
 
+/// Colours for successive curves: the first (the ensemble) strong, then distinct hues.
+const PALETTE: [&str; 8] = [
+    "#c0392b", "#2471a3", "#229954", "#8e44ad", "#d68910", "#17a589", "#7f8c8d", "#a04000",
+];
+
+/// ROC curves in one square plot: 1 − specificity across, sensitivity up, the chance
+/// diagonal, a legend with each curve's AUC, and optional operating points (name, x, y).
+/// Curves named "fold …" are drawn thin and grey-blue, so the ensemble stands out against
+/// its single models (Kabeya et al.'s Fig. 2d).
+pub fn roc_curves(
+    curves: &[(String, super::roc::RocCurve)],
+    markers: &[(String, f64, f64)],
+    title: &str,
+) -> String {
+    let (side, left, top) = (360.0, 55.0, 40.0);
+    let legend_w = 230.0;
+    let (w, h) = (left + side + 20.0 + legend_w, top + side + 50.0);
+    let px = |x: f64| left + x * side;
+    let py = |y: f64| top + (1.0 - y) * side;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="20" font-size="14" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    for i in 0..=5 {
+        let v = i as f64 / 5.0;
+        let _ = writeln!(
+            s,
+            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#eee"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
+            px(v),
+            py(0.0),
+            px(v),
+            py(1.0),
+            px(0.0),
+            py(v),
+            px(1.0),
+            py(v)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{v:.1}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{v:.1}</text>"#,
+            px(v),
+            py(0.0) + 16.0,
+            px(0.0) - 6.0,
+            py(v) + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="{top}" width="{side}" height="{side}" fill="none" stroke="black"/><line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="4 4"/>"##,
+        px(0.0),
+        py(0.0),
+        px(1.0),
+        py(1.0)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">1 − specificity (false-positive rate)</text>"#,
+        px(0.5),
+        py(0.0) + 36.0
+    );
+    let (yx, yy) = (14.0, py(0.5));
+    let _ = writeln!(
+        s,
+        r#"<text x="{yx}" y="{yy:.1}" text-anchor="middle" transform="rotate(-90 {yx} {yy:.1})">sensitivity (true-positive rate)</text>"#
+    );
+    let mut colour = 0;
+    // Single models first, so the ensemble is drawn on top.
+    let mut order: Vec<usize> = (0..curves.len()).collect();
+    order.sort_by_key(|&i| !curves[i].0.starts_with("fold"));
+    for i in order {
+        let (name, c) = &curves[i];
+        let single = name.starts_with("fold");
+        let points: Vec<String> = c
+            .fpr
+            .iter()
+            .zip(&c.tpr)
+            .map(|(&x, &y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let stroke = if single {
+            "#7fa7c9"
+        } else {
+            PALETTE[i % PALETTE.len()]
+        };
+        let width = if single { 1.0 } else { 2.5 };
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{stroke}" stroke-width="{width}"/>"#,
+            points.join(" ")
+        );
+        let ly = top + 14.0 + 18.0 * i as f64;
+        let lx = left + side + 20.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{stroke}" stroke-width="{width}"/><text x="{:.1}" y="{ly:.1}">{} (AUC {:.3})</text>"#,
+            ly - 4.0,
+            lx + 22.0,
+            ly - 4.0,
+            lx + 28.0,
+            escape(name),
+            c.auc()
+        );
+        colour += 1;
+    }
+    for (j, (name, x, y)) in markers.iter().enumerate() {
+        let mark = ["#000000", "#e67e22", "#16a085"][j % 3];
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="{mark}" stroke="white"/>"#,
+            px(*x),
+            py(*y)
+        );
+        let ly = top + 14.0 + 18.0 * (colour + j) as f64 + 6.0;
+        let lx = left + side + 20.0;
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="5" fill="{mark}"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
+            lx + 11.0,
+            ly - 4.0,
+            lx + 28.0,
+            escape(name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ pub struct AggregatedClassifier {
     patch_head: Option<nn::Linear>,
     grid: i64,
     num_classes: i64,
+    head_name: String,
 }
 
 impl AggregatedClassifier {
@@ -44,12 +45,19 @@ impl AggregatedClassifier {
             )
         });
         Self {
+            head_name: trunk.head_name().to_string(),
             trunk,
             head,
             patch_head,
             grid,
             num_classes,
         }
+    }
+
+    /// Variable-name prefix of the final output layer (`classifier`, `fc`, ...), the
+    /// torchvision/timm name of the trunk family.
+    pub fn head_name(&self) -> &str {
+        &self.head_name
     }
 
     pub fn grid(&self) -> i64 {

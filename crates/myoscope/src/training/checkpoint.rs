@@ -67,12 +67,29 @@ pub fn load_into_varstore(
     tensors: &HashMap<String, Tensor>,
     source: &Path,
 ) -> Result<()> {
+    load_matching(vs, tensors, source, |_| true).map(|_| ())
+}
+
+/// Copies the variables for which `wanted(name)` holds (all of which must be present with
+/// the same shape) and returns how many were copied; the others keep their initial values.
+/// Transfer learning uses it to take a trunk and leave the output layers fresh.
+pub fn load_matching(
+    vs: &tch::nn::VarStore,
+    tensors: &HashMap<String, Tensor>,
+    source: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<usize> {
     let mut missing = Vec::new();
+    let mut copied = 0;
     tch::no_grad(|| -> Result<()> {
         for (name, mut var) in vs.variables() {
+            if !wanted(&name) {
+                continue;
+            }
             match tensors.get(&name) {
                 Some(src) if src.size() == var.size() => {
                     var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
+                    copied += 1;
                 }
                 Some(src) => anyhow::bail!(
                     "{}: '{name}' has shape {:?}, the model expects {:?} (was it trained with another architecture or class count?)",
@@ -94,7 +111,7 @@ pub fn load_into_varstore(
             missing[0]
         );
     }
-    Ok(())
+    Ok(copied)
 }
 
 #[cfg(test)]

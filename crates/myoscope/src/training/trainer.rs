@@ -2,7 +2,8 @@
 //! on the validation slides after each epoch, the best-accuracy weights kept, and a complete
 //! checkpoint after every epoch so a killed run resumes where it stopped.
 use super::checkpoint::{
-    load_into_varstore, load_tensors, read_json, save_tensors, write_atomic, write_json_atomic,
+    load_into_varstore, load_matching, load_tensors, read_json, save_tensors, write_atomic,
+    write_json_atomic,
 };
 use super::loss::aggregated_loss;
 use super::model_spec::ModelSpec;
@@ -61,6 +62,23 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Stop after this many epochs of this invocation (for tests of resumption).
     pub stop_after: Option<usize>,
+    /// A fixed train/validation split (a cross-validation fold) instead of a random hold-out.
+    pub split: Option<Split>,
+    /// Weights whose trunk initialises the model (transfer learning); the heads start fresh.
+    pub init_from: Option<PathBuf>,
+}
+
+impl TrainOptions {
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        Self {
+            out: out.into(),
+            resume: false,
+            progress: false,
+            stop_after: None,
+            split: None,
+            init_from: None,
+        }
+    }
 }
 
 /// Trains a model as configured, writing everything into `opts.out`.
@@ -102,6 +120,15 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     let split_path = out.join(run_dir::SPLIT_FILE);
     let split = if opts.resume {
         read_split(&split_path, &dataset)?
+    } else if let Some(given) = &opts.split {
+        let n = dataset.samples.len();
+        if given.train.iter().chain(&given.validation).any(|&i| i >= n) {
+            bail!(
+                "the given split refers to images beyond the {n} of {}",
+                cfg.data.source.display()
+            );
+        }
+        given.clone()
     } else {
         grouped_holdout(&dataset, cfg.data.validation_fraction, cfg.training.seed)
     };
@@ -127,6 +154,20 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     tch::manual_seed(cfg.training.seed as i64);
     let vs = nn::VarStore::new(device);
     let net = spec.build(&vs)?;
+    if let (Some(init), false) = (&opts.init_from, opts.resume) {
+        let tensors = load_tensors(init)?;
+        let heads = [
+            format!("{}.", net.head_name()),
+            "patch_classifier.".to_string(),
+        ];
+        let copied = load_matching(&vs, &tensors, init, |name| {
+            !heads.iter().any(|h| name.starts_with(h.as_str()))
+        })?;
+        eprintln!(
+            "initialised {copied} trunk tensors from {} (new output layers, all weights trainable)",
+            init.display()
+        );
+    }
     let mut opt = RAdam::new(&vs, cfg.training.optimizer.clone());
 
     let mut state = TrainState {
