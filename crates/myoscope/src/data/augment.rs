@@ -5,7 +5,7 @@ use image::{imageops, RgbImage};
 use rand::Rng;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Augmentation {
     pub flips: bool,
     pub rotate90: bool,
@@ -25,7 +25,7 @@ impl Default for Augmentation {
 
 /// Per-channel mean and standard deviation the model's weights expect (RGB order, 0–1 scale).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Normalization {
     pub mean: [f32; 3],
     pub std: [f32; 3],

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tch::{nn::VarStore, Tensor};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RAdamConfig {
     pub lr: f64,
     pub beta1: f64,
