@@ -214,3 +214,103 @@ fn sigkill_then_resume_continues_from_the_last_epoch() {
         "is not a trained model",
     );
 }
+
+#[test]
+fn cv_fold_jobs_merge_evaluate_and_diagnose_from_the_command_line() {
+    let dir = common::scratch("cli-cv");
+    let manifest = myoscope::synth::write_dataset(
+        &dir.join("data"),
+        &myoscope::synth::SynthSpec {
+            slides_per_class: 4,
+            photos_per_slide: 2,
+            width: 64,
+            height: 48,
+            seed: 5,
+        },
+    )
+    .unwrap();
+    let cfg = write_config(
+        &dir,
+        &manifest,
+        "[cv]\nfolds = 2\ntest_fraction = 0.25\n[evaluation]\nbootstrap = 20\n[hierarchy]\npositive_group = \"myositis\"\ngroups = [{ name = \"myositis\", subtypes = [\"inflammatory\", \"perifascicular_atrophy\"] }, { name = \"other\", subtypes = [\"normal\", \"central_nuclei\"] }]\n",
+    );
+    let ens = dir.join("ens");
+    let ens_s = ens.display().to_string();
+    fails_with(&myoscope(&["cv", "--out", &ens_s]), "--config");
+    for fold in ["2", "1"] {
+        let out = myoscope(&[
+            "cv", "--config", &cfg, "--out", &ens_s, "--fold", fold, "--quiet", "--epochs", "1",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fails_with(
+        &myoscope(&["cv", "--out", &ens_s, "--merge", "--arch", "resnet18"]),
+        "model.arch",
+    );
+    let merged = myoscope(&["cv", "--out", &ens_s, "--merge", "--evaluate", "--quiet"]);
+    let stdout = String::from_utf8_lossy(&merged.stdout);
+    assert!(
+        merged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&merged.stderr)
+    );
+    assert!(
+        stdout.contains("report:") && stdout.contains("two-step diagnosis"),
+        "{stdout}"
+    );
+    assert!(ens.join("evaluation/report.html").is_file());
+    assert!(ens
+        .join("evaluation/step1_roc_per_slide_test_set.png")
+        .is_file());
+
+    // One slide's photos in a folder of their own: the folder is the slide.
+    let slide = dir.join("slide_000");
+    std::fs::create_dir_all(&slide).unwrap();
+    for i in 0..2 {
+        let name = format!("slide_000_{i}.png");
+        std::fs::copy(dir.join("data/images").join(&name), slide.join(&name)).unwrap();
+    }
+    let dx = myoscope(&[
+        "diagnose",
+        "--ensemble",
+        &ens_s,
+        &slide.display().to_string(),
+        "--device",
+        "cpu",
+    ]);
+    let stdout = String::from_utf8_lossy(&dx.stdout);
+    assert!(
+        dx.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dx.stderr)
+    );
+    assert!(
+        stdout.contains("slide slide_000 (2 photo(s)): P(myositis)") && stdout.contains("subtype"),
+        "{stdout}"
+    );
+    fails_with(
+        &myoscope(&[
+            "diagnose",
+            "--ensemble",
+            &ens_s,
+            "--threshold",
+            "2",
+            &slide.display().to_string(),
+        ]),
+        "--threshold must be in [0, 1]",
+    );
+    fails_with(
+        &myoscope(&[
+            "evaluate",
+            "--ensemble",
+            &dir.display().to_string(),
+            "--out",
+            "x",
+        ]),
+        "is not an ensemble",
+    );
+}
