@@ -263,9 +263,15 @@ fn cv_fold_jobs_merge_evaluate_and_diagnose_from_the_command_line() {
         "{stdout}"
     );
     assert!(ens.join("evaluation/report.html").is_file());
-    assert!(ens
-        .join("evaluation/step1_roc_per_slide_test_set.png")
-        .is_file());
+    for picture in [
+        "step1_roc_per_slide.png",
+        "step1_roc_per_image.svg",
+        "step1_confusion_per_slide.png",
+        "step1_confusion_per_slide_sensitivity_first.png",
+        "step2-myositis_confusion_per_image.png",
+    ] {
+        assert!(ens.join("evaluation").join(picture).is_file(), "{picture}");
+    }
 
     // One slide's photos in a folder of their own: the folder is the slide.
     let slide = dir.join("slide_000");

@@ -47,8 +47,14 @@ pub fn svg_to_png(svg: &str, path: &Path, scale: f32) -> Result<()> {
 
 /// Writes STEM.svg and STEM.png (twice the nominal size, crisp on high-density screens).
 pub fn write_picture(stem: &Path, svg: &str) -> Result<()> {
-    write_atomic(&stem.with_extension("svg"), svg.as_bytes())?;
-    svg_to_png(svg, &stem.with_extension("png"), 2.0)
+    // Appended, not `with_extension`: a stem may contain dots.
+    let with = |ext: &str| {
+        let mut p = stem.as_os_str().to_owned();
+        p.push(ext);
+        std::path::PathBuf::from(p)
+    };
+    write_atomic(&with(".svg"), svg.as_bytes())?;
+    svg_to_png(svg, &with(".png"), 2.0)
 }
 
 #[cfg(test)]

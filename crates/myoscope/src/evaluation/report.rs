@@ -28,9 +28,10 @@ pub fn write_all(out: &Path, metrics: &CvMetrics) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// (title, svg) of each picture of a stage, also written as STEM.svg and STEM.png.
+/// (title, svg) of each picture of a stage, also written as STAGE_NAME.svg and .png.
 fn stage_pictures(out: &Path, s: &StageReport) -> Result<Vec<(String, String)>> {
     let mut pics = Vec::new();
+    let mut stems = Vec::new();
     for (level, curves, counts) in [
         (
             "image",
@@ -47,20 +48,22 @@ fn stage_pictures(out: &Path, s: &StageReport) -> Result<Vec<(String, String)>> 
             .iter()
             .map(|c| (c.name.clone(), c.curve.clone()))
             .collect();
+        let sensitivity_first = s.thresholds.as_ref().and_then(|t| t.sensitivity_first);
         let markers: Vec<(String, f64, f64)> = counts
             .into_iter()
             .flatten()
             .map(|(name, c)| {
-                (
-                    format!("threshold {name}"),
-                    1.0 - c.specificity,
-                    c.sensitivity,
-                )
+                let label = match (name.as_str(), sensitivity_first) {
+                    ("sensitivity_first", Some(t)) => format!("sensitivity-first threshold {t:.3}"),
+                    _ => format!("threshold {name}"),
+                };
+                (label, 1.0 - c.specificity, c.sensitivity)
             })
             .filter(|(_, x, y)| x.is_finite() && y.is_finite())
             .collect();
         let title = format!("{}: ROC per {level} (test set)", s.stage);
         pics.push((title.clone(), svg::roc_curves(&named, &markers, &title)));
+        stems.push(format!("{}_roc_per_{level}", s.stage));
     }
     for (level, m) in [
         ("image", &s.ensemble.per_image),
@@ -73,6 +76,7 @@ fn stage_pictures(out: &Path, s: &StageReport) -> Result<Vec<(String, String)>> 
         };
         let title = format!("{}: ensemble per {level}, {rule}", s.stage);
         pics.push((title.clone(), svg::confusion_matrix(&m.confusion, &title)));
+        stems.push(format!("{}_confusion_per_{level}", s.stage));
     }
     if let (Some(t), Some(p)) = (&s.thresholds, &s.positive_class) {
         if let (Some(th), Some(c)) = (
@@ -87,10 +91,12 @@ fn stage_pictures(out: &Path, s: &StageReport) -> Result<Vec<(String, String)>> 
                 title.clone(),
                 svg::confusion_matrix(&binary_confusion(&s.classes, p, c), &title),
             ));
+            stems.push(format!("{}_confusion_per_slide_sensitivity_first", s.stage));
         }
     }
-    for (title, svg_text) in &pics {
-        write_picture(&out.join(file_stem(title)), svg_text)?;
+    debug_assert_eq!(pics.len(), stems.len());
+    for ((_, svg_text), stem) in pics.iter().zip(&stems) {
+        write_picture(&out.join(file_stem(stem)), svg_text)?;
     }
     Ok(pics)
 }

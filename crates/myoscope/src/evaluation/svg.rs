@@ -24,7 +24,9 @@ pub fn confusion_matrix(cm: &ConfusionMatrix, title: &str) -> String {
     let left = 10.0 + longest * 7.5;
     let top = 60.0;
     // Column labels are rotated 45°, so the last one reaches right and down by ~5 px a char.
-    let w = (left + cell * k as f64 + 20.0 + longest * 5.5).max(360.0);
+    let w = (left + cell * k as f64 + 20.0 + longest * 5.5)
+        .max(360.0)
+        .max(20.0 + title.chars().count() as f64 * 8.5);
     let h = top + cell * k as f64 + 30.0 + longest * 5.5;
     let mut s = String::new();
     let _ = writeln!(
