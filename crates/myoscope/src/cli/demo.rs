@@ -22,8 +22,9 @@ pub struct DemoArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, default_value_t = 30)]
-    pub epochs: usize,
+    /// Epochs per model (default 30 for one training, 20 per fold model with --folds).
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Synthetic slides per class (3 photos each).
     #[arg(long, default_value_t = 32)]
     pub slides_per_class: usize,
@@ -53,7 +54,9 @@ pub fn demo_config(manifest: &Path, a: &DemoArgs) -> TrainConfig {
     c.model.arch = "densenet-tiny".into();
     c.model.grid = 4;
     c.model.input_size = 128;
-    c.training.epochs = a.epochs;
+    c.training.epochs = a
+        .epochs
+        .unwrap_or(if a.folds.is_some() { 20 } else { 30 });
     c.training.batch_size = 16;
     c.training.seed = a.seed;
     c.training.device = a.device.clone();
