@@ -122,3 +122,49 @@ fn breakhis_slides_average_their_photos() {
         assert!(s.truth.is_some());
     }
 }
+
+/// The Herlev two-step plan (configs/herlev-two-step.toml): every photo lands in the test set
+/// or exactly one fold, no field of view straddles them, each fold holds every subtype, and
+/// the stages are step 1 plus one step-2 model per group.
+#[test]
+fn herlev_two_step_plan_is_grouped_and_stratified() {
+    let Some(data) = common::shared_data() else {
+        return;
+    };
+    let config_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/herlev-two-step.toml"
+    );
+    let mut cfg =
+        myoscope::cv::CvConfig::from_toml_file(std::path::Path::new(config_path)).unwrap();
+    cfg.data.source = data.join("herlev-pap-smear/manifest.csv");
+    let dir = common::scratch("herlev-plan");
+    let plan = myoscope::cv::Plan::create(&dir, &cfg).unwrap();
+    assert_eq!(plan.rows.len(), 917);
+    let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["step1", "step2-abnormal", "step2-normal"]);
+    let mut fold_of_group = std::collections::HashMap::new();
+    for r in &plan.rows {
+        let prev = fold_of_group.insert(r.group.clone(), r.fold.clone());
+        assert!(
+            prev.is_none() || prev.as_ref() == Some(&r.fold),
+            "{} straddles",
+            r.group
+        );
+    }
+    for k in 1..=5 {
+        let subtypes: HashSet<&str> = plan
+            .rows
+            .iter()
+            .filter(|r| r.fold_number() == Some(k))
+            .map(|r| r.label.as_str())
+            .collect();
+        assert_eq!(subtypes.len(), 7, "fold {k} holds every subtype");
+    }
+    let test = plan.rows.iter().filter(|r| r.is_test()).count() as f64 / 917.0;
+    assert!((0.15..0.25).contains(&test), "test share {test}");
+    let step2 = plan.stage("step2-normal").unwrap();
+    assert_eq!(plan.test_set(step2).classes.len(), 3);
+    let reopened = myoscope::cv::Plan::open(&dir).unwrap();
+    assert_eq!(reopened.rows, plan.rows);
+}

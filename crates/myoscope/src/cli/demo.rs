@@ -54,9 +54,7 @@ pub fn demo_config(manifest: &Path, a: &DemoArgs) -> TrainConfig {
     c.model.arch = "densenet-tiny".into();
     c.model.grid = 4;
     c.model.input_size = 128;
-    c.training.epochs = a
-        .epochs
-        .unwrap_or(if a.folds.is_some() { 20 } else { 30 });
+    c.training.epochs = a.epochs.unwrap_or(if a.folds.is_some() { 20 } else { 30 });
     c.training.batch_size = 16;
     c.training.seed = a.seed;
     c.training.device = a.device.clone();
