@@ -96,7 +96,8 @@ fn groups_per_class(ds: &Dataset) -> Vec<Vec<Vec<usize>>> {
 
 /// Holds out about `test_fraction` of each class's groups, then deals the remaining groups of
 /// each class over `k` folds, largest first, always to the fold with the fewest images of
-/// that class so far — stratified by class and balanced in images, not only in groups.
+/// that class so far (then the fewest overall) — stratified by class and balanced in images,
+/// not only in groups.
 pub fn assign_folds(
     ds: &Dataset,
     k: usize,
@@ -116,6 +117,8 @@ pub fn assign_folds(
         folds: vec![Vec::new(); k],
     };
     let mut short = Vec::new();
+    // Photos per fold over all classes: breaks ties so no fold is the largest in every class.
+    let mut total = vec![0usize; k];
     for (class, mut groups) in groups_per_class(ds).into_iter().enumerate() {
         groups.shuffle(&mut rng);
         let n = groups.len();
@@ -140,8 +143,9 @@ pub fn assign_folds(
         rest.sort_by_key(|g| std::cmp::Reverse(g.len()));
         let mut load = vec![0usize; k];
         for group in rest.iter() {
-            let f = (0..k).min_by_key(|&f| (load[f], f)).unwrap_or(0);
+            let f = (0..k).min_by_key(|&f| (load[f], total[f], f)).unwrap_or(0);
             load[f] += group.len();
+            total[f] += group.len();
             out.folds[f].extend(group);
         }
     }
@@ -164,11 +168,12 @@ mod tests {
     use crate::data::manifest::Sample;
     use std::collections::HashSet;
 
-    fn ds(groups_per_class: usize, images_per_group: usize) -> Dataset {
+    /// `varied`: groups hold 0–2 extra photos, so folds cannot balance by counting groups.
+    fn ds(groups_per_class: usize, images_per_group: usize, varied: bool) -> Dataset {
         let mut samples = Vec::new();
         for c in 0..2 {
             for g in 0..groups_per_class {
-                for i in 0..images_per_group + g % 3 {
+                for i in 0..images_per_group + g % 3 * usize::from(varied) {
                     samples.push(Sample {
                         path: format!("{c}-{g}-{i}.png").into(),
                         rel_path: format!("{c}-{g}-{i}.png"),
@@ -190,7 +195,7 @@ mod tests {
 
     #[test]
     fn folds_partition_the_non_test_images_without_splitting_groups() {
-        let d = ds(12, 2);
+        let d = ds(12, 2, true);
         let a = assign_folds(&d, 5, 0.2, 7).unwrap();
         let mut seen = HashSet::new();
         for i in a.test.iter().chain(a.folds.iter().flatten()) {
@@ -229,11 +234,17 @@ mod tests {
             assign_folds(&d, 5, 0.2, 7).unwrap(),
             "deterministic for a seed"
         );
+        // Equal groups, 3 per class over 2 folds: the odd group goes to alternate folds.
+        let b = assign_folds(&ds(3, 3, false), 2, 0.0, 1).unwrap();
+        let sizes: Vec<usize> = b.folds.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![9, 9], "the odd group alternates between folds");
     }
 
     #[test]
     fn a_class_with_fewer_groups_than_folds_is_refused_with_the_fix() {
-        let err = assign_folds(&ds(4, 2), 5, 0.0, 0).unwrap_err().to_string();
+        let err = assign_folds(&ds(4, 2, true), 5, 0.0, 0)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("'a' has 4 group(s)") && err.contains("lower cv.folds"),
             "{err}"
@@ -242,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_slide_with_two_classes_is_refused() {
-        let mut d = ds(6, 2);
+        let mut d = ds(6, 2, true);
         d.samples[1].label = 1;
         let err = assign_folds(&d, 3, 0.0, 0).unwrap_err().to_string();
         assert!(
