@@ -17,7 +17,21 @@ fn floats(v: &Value) -> Vec<f64> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|x| x.as_f64().unwrap_or(f64::INFINITY))
+        .map(|x| x.as_f64().unwrap_or_else(|| panic!("{x} is not a number")))
+        .collect()
+}
+
+/// JSON has no infinity: the script writes sklearn's +inf first threshold as null.
+fn thresholds(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| match x {
+            Value::Null => f64::INFINITY,
+            _ => x
+                .as_f64()
+                .unwrap_or_else(|| panic!("{x} is not a threshold")),
+        })
         .collect()
 }
 
@@ -42,6 +56,13 @@ fn assert_close(name: &str, ours: &[f64], theirs: &[f64]) {
 #[test]
 fn binary_roc_auc_and_threshold_counts_equal_scikit_learn() {
     let f = fixture();
+    let names: Vec<&str> = f["binary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["distinct", "ties", "collinear", "three"]);
     for case in f["binary"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let truth: Vec<bool> = ints(&case["truth"]).into_iter().map(|y| y == 1).collect();
@@ -52,8 +73,17 @@ fn binary_roc_auc_and_threshold_counts_equal_scikit_learn() {
         assert_close(
             &format!("{name} thresholds"),
             &curve.thresholds,
-            &floats(&case["thresholds"]),
+            &thresholds(&case["thresholds"]),
         );
+        let mut distinct = scores.clone();
+        distinct.sort_by(f64::total_cmp);
+        distinct.dedup();
+        if name == "collinear" {
+            assert!(
+                curve.fpr.len() < distinct.len() + 1,
+                "the collinear case must exercise drop_intermediate"
+            );
+        }
         let auc = roc_auc(&truth, &scores).unwrap().unwrap();
         assert!(
             (auc - case["auc"].as_f64().unwrap()).abs() < 1e-12,

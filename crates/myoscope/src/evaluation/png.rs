@@ -41,6 +41,8 @@ pub fn svg_to_png_bytes(svg: &str, scale: f32) -> Result<Vec<u8>> {
     pixmap.encode_png().context("encoding PNG")
 }
 
+/// Renders an SVG document to a PNG file at `scale` × its nominal size, written atomically so
+/// a reader never sees half a picture.
 pub fn svg_to_png(svg: &str, path: &Path, scale: f32) -> Result<()> {
     write_atomic(path, &svg_to_png_bytes(svg, scale)?)
 }

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RocCurve {
@@ -49,7 +50,7 @@ fn check(truth: &[bool], scores: &[f64]) -> Result<()> {
         bail!("ROC: {} truths but {} scores", truth.len(), scores.len());
     }
     if let Some(i) = scores.iter().position(|s| !s.is_finite()) {
-        bail!("ROC: score {i} is {} (not a number)", scores[i]);
+        bail!("ROC: score {i} is {} (not a finite number)", scores[i]);
     }
     Ok(())
 }
@@ -117,7 +118,9 @@ pub fn roc_auc(truth: &[bool], scores: &[f64]) -> Result<Option<f64>> {
 }
 
 /// Macro one-vs-rest AUC (sklearn's `multi_class="ovr", average="macro"`) and the AUC of each
-/// class; classes absent from the truth have `None` and are left out of the mean.
+/// class. Where sklearn refuses a class absent from the truth, that class gets `None` here and
+/// is left out of the mean: a small test fold may lack a rare diagnosis, and the other classes'
+/// figures are still worth reporting.
 pub fn one_vs_rest_auc(
     truth: &[usize],
     probabilities: &[Vec<f64>],
@@ -136,6 +139,12 @@ pub fn one_vs_rest_auc(
             probabilities[r].len()
         );
     }
+    if let Some(i) = truth.iter().position(|&y| y >= classes) {
+        bail!(
+            "AUC: true class {} of item {i} is not below {classes}",
+            truth[i]
+        );
+    }
     let per_class = (0..classes)
         .map(|c| {
             let t: Vec<bool> = truth.iter().map(|&y| y == c).collect();
@@ -150,8 +159,10 @@ pub fn one_vs_rest_auc(
 }
 
 /// Percentile bootstrap interval of the AUC: each replicate draws as many clusters (slides)
-/// as there are, with replacement, and takes all their items. Replicates with a single class
-/// are redrawn (up to 10× the requested number of tries).
+/// as there are, with replacement, and takes all their items, because photos of one slide
+/// are not independent. Replicates with a single class have no AUC and are redrawn, up to
+/// 10× the requested number of tries. `None` when the AUC itself is undefined, when no
+/// replicate had both classes, or when `replicates` is 0.
 pub fn bootstrap_auc_ci(
     truth: &[bool],
     scores: &[f64],
@@ -168,19 +179,43 @@ pub fn bootstrap_auc_ci(
             truth.len()
         );
     }
+    if !(confidence > 0.0 && confidence < 1.0) {
+        bail!("bootstrap: confidence {confidence} is not between 0 and 1");
+    }
     if replicates == 0 || roc_auc(truth, scores)?.is_none() {
         return Ok(None);
     }
-    let n_clusters = clusters.iter().max().map_or(0, |m| m + 1);
-    let mut members = vec![Vec::new(); n_clusters];
-    for (i, &c) in clusters.iter().enumerate() {
-        members[c].push(i);
+    let mut aucs = replicate_aucs(truth, scores, &cluster_members(clusters), replicates, seed)?;
+    if aucs.is_empty() {
+        return Ok(None);
     }
-    members.retain(|m| !m.is_empty());
+    aucs.sort_by(f64::total_cmp);
+    let tail = (1.0 - confidence) / 2.0;
+    Ok(Some((quantile(&aucs, tail), quantile(&aucs, 1.0 - tail))))
+}
+
+/// Item indices of each cluster, in increasing order of cluster id (so a seed gives the same
+/// draws whatever the ids are; they need not be contiguous).
+fn cluster_members(clusters: &[usize]) -> Vec<Vec<usize>> {
+    let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, &c) in clusters.iter().enumerate() {
+        members.entry(c).or_default().push(i);
+    }
+    members.into_values().collect()
+}
+
+/// Up to `replicates` AUCs of cluster resamples, drawn from a ChaCha8 stream seeded by `seed`.
+fn replicate_aucs(
+    truth: &[bool],
+    scores: &[f64],
+    members: &[Vec<usize>],
+    replicates: usize,
+    seed: u64,
+) -> Result<Vec<f64>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut aucs = Vec::with_capacity(replicates);
     let (mut t, mut s) = (Vec::new(), Vec::new());
-    for _ in 0..replicates * 10 {
+    for _ in 0..replicates.saturating_mul(10) {
         if aucs.len() == replicates {
             break;
         }
@@ -196,12 +231,7 @@ pub fn bootstrap_auc_ci(
             aucs.push(a);
         }
     }
-    if aucs.is_empty() {
-        return Ok(None);
-    }
-    aucs.sort_by(f64::total_cmp);
-    let tail = (1.0 - confidence) / 2.0;
-    Ok(Some((quantile(&aucs, tail), quantile(&aucs, 1.0 - tail))))
+    Ok(aucs)
 }
 
 /// Linear-interpolated quantile of sorted values (numpy's default).
@@ -227,12 +257,92 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_is_deterministic_and_brackets_the_estimate() {
+    fn collinear_points_are_dropped_like_scikit_learn() {
+        // sklearn: roc_curve([1,1,1,0,0,0], [.9,.8,.7,.6,.5,.4])
+        let truth = [true, true, true, false, false, false];
+        let c = roc_curve(&truth, &[0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.fpr, vec![0.0, 0.0, 0.0, 1.0]);
+        assert_eq!(c.tpr, vec![0.0, 1.0 / 3.0, 1.0, 1.0]);
+        assert_eq!(c.thresholds, vec![f64::INFINITY, 0.9, 0.7, 0.4]);
+        assert_eq!(c.auc(), 1.0);
+    }
+
+    #[test]
+    fn infinite_threshold_is_null_in_json_and_back() {
+        let c = roc_curve(&[false, true], &[0.2, 0.7]).unwrap().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""thresholds":[null,0.7,0.2]"#), "{json}");
+        assert_eq!(serde_json::from_str::<RocCurve>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn one_vs_rest_skips_absent_classes_and_rejects_bad_input() {
+        // sklearn's macro OvR AUC of the first three columns is 0.9629…; class 3 never occurs.
+        let truth = [0, 1, 2, 1, 0, 1];
+        let rows = [
+            [0.7, 0.2, 0.1],
+            [0.2, 0.5, 0.3],
+            [0.1, 0.1, 0.8],
+            [0.3, 0.6, 0.1],
+            [0.5, 0.4, 0.1],
+            [0.4, 0.3, 0.3],
+        ];
+        let probs: Vec<Vec<f64>> = rows.iter().map(|r| [&r[..], &[0.0]].concat()).collect();
+        let (macro_auc, per_class) = one_vs_rest_auc(&truth, &probs, 4).unwrap();
+        assert!((macro_auc.unwrap() - 0.962_962_962_962_963).abs() < 1e-12);
+        assert_eq!(per_class[3], None);
+        assert!((per_class[1].unwrap() - 8.0 / 9.0).abs() < 1e-12);
+        assert!(one_vs_rest_auc(&truth, &probs, 3).is_err());
+        assert!(one_vs_rest_auc(&[0, 1, 2, 1, 0, 4], &probs, 4).is_err());
+        assert!(one_vs_rest_auc(&truth[..5], &probs, 4).is_err());
+    }
+
+    /// Forty items on twenty slides (two each), positives scoring higher with some overlap.
+    fn two_per_slide() -> (Vec<bool>, Vec<f64>, Vec<usize>) {
         let truth: Vec<bool> = (0..40).map(|i| i % 2 == 0).collect();
         let scores: Vec<f64> = (0..40)
             .map(|i| if i % 2 == 0 { 0.6 } else { 0.4 } + ((i * 7 % 11) as f64 - 5.0) * 0.03)
             .collect();
         let clusters: Vec<usize> = (0..40).map(|i| i / 2).collect();
+        (truth, scores, clusters)
+    }
+
+    #[test]
+    fn bootstrap_ids_need_not_be_contiguous() {
+        let (truth, scores, clusters) = two_per_slide();
+        let sparse: Vec<usize> = clusters
+            .iter()
+            .map(|&c| usize::MAX - 1000 + 7 * c)
+            .collect();
+        assert_eq!(
+            bootstrap_auc_ci(&truth, &scores, &clusters, 200, 0.9, 1).unwrap(),
+            bootstrap_auc_ci(&truth, &scores, &sparse, 200, 0.9, 1).unwrap()
+        );
+        assert_ne!(
+            bootstrap_auc_ci(&truth, &scores, &clusters, 200, 0.9, 1).unwrap(),
+            bootstrap_auc_ci(&truth, &scores, &clusters, 200, 0.9, 2).unwrap()
+        );
+    }
+
+    #[test]
+    fn bootstrap_rejects_bad_input_and_has_no_interval_for_one_class() {
+        let (truth, scores, clusters) = two_per_slide();
+        let ci = |t: &[bool], c: &[usize], conf| bootstrap_auc_ci(t, &scores, c, 50, conf, 0);
+        assert!(ci(&truth, &clusters[1..], 0.95).is_err());
+        assert!(ci(&truth, &clusters, 1.5).is_err());
+        assert!(ci(&truth, &clusters, f64::NAN).is_err());
+        assert_eq!(ci(&[true; 40], &clusters, 0.95).unwrap(), None);
+        assert_eq!(
+            bootstrap_auc_ci(&truth, &scores, &clusters, 0, 0.95, 0).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn bootstrap_is_deterministic_and_brackets_the_estimate() {
+        let (truth, scores, clusters) = two_per_slide();
         let a = bootstrap_auc_ci(&truth, &scores, &clusters, 300, 0.95, 5)
             .unwrap()
             .unwrap();

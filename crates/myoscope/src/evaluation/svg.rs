@@ -191,15 +191,24 @@ const PALETTE: [&str; 8] = [
 /// ROC curves in one square plot: 1 − specificity across, sensitivity up, the chance
 /// diagonal, a legend with each curve's AUC, and optional operating points (name, x, y).
 /// Curves named "fold …" are drawn thin and grey-blue, so the ensemble stands out against
-/// its single models (Kabeya et al.'s Fig. 2d).
+/// its single models (Kabeya et al.'s Fig. 2d). Markers off the plot (NaN, as when a fold
+/// lacks a class) are left out; the picture grows downwards when the legend needs it.
 pub fn roc_curves(
     curves: &[(String, super::roc::RocCurve)],
     markers: &[(String, f64, f64)],
     title: &str,
 ) -> String {
-    let (side, left, top) = (360.0, 55.0, 40.0);
+    let markers: Vec<&(String, f64, f64)> = markers
+        .iter()
+        .filter(|(_, x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    let (side, left, top): (f64, f64, f64) = (360.0, 55.0, 40.0);
     let legend_w = 230.0;
-    let (w, h) = (left + side + 20.0 + legend_w, top + side + 50.0);
+    let legend_h = 14.0 + 18.0 * (curves.len() + markers.len()) as f64 + 20.0;
+    let (w, h) = (
+        left + side + 20.0 + legend_w,
+        (top + side + 50.0).max(top + legend_h),
+    );
     let px = |x: f64| left + x * side;
     let py = |y: f64| top + (1.0 - y) * side;
     let mut s = String::new();
@@ -293,7 +302,7 @@ pub fn roc_curves(
         );
         colour += 1;
     }
-    for (j, (name, x, y)) in markers.iter().enumerate() {
+    for (j, &(name, x, y)) in markers.iter().enumerate() {
         let mark = ["#000000", "#e67e22", "#16a085"][j % 3];
         let _ = writeln!(
             s,
@@ -328,5 +337,35 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("dm&lt;ibm") && svg.contains(">normal<"));
         assert_eq!(svg.matches("<rect x=").count(), 4);
+    }
+
+    #[test]
+    fn roc_svg_has_curves_legend_and_finite_markers_only() {
+        let truth: Vec<bool> = (0..30).map(|i| i % 3 == 0).collect();
+        let scores: Vec<f64> = (0..30).map(|i| ((i * 7) % 30) as f64 / 30.0).collect();
+        let curve = crate::evaluation::roc::roc_curve(&truth, &scores)
+            .unwrap()
+            .unwrap();
+        let mut curves = vec![("ensemble <all>".to_string(), curve.clone())];
+        curves.extend((1..=20).map(|f| (format!("fold {f}"), curve.clone())));
+        let markers = vec![
+            ("threshold 0.5".to_string(), 0.25, 0.75),
+            ("undefined".to_string(), f64::NAN, 1.0),
+        ];
+        let svg = roc_curves(&curves, &markers, "ROC & AUC");
+        assert!(svg.contains("ROC &amp; AUC") && svg.contains("ensemble &lt;all&gt;"));
+        assert!(svg.contains(&format!("(AUC {:.3})", curve.auc())));
+        assert_eq!(svg.matches("<polyline").count(), 21);
+        assert!(svg.contains("threshold 0.5") && !svg.contains("undefined"));
+        assert!(!svg.contains("NaN"));
+        let png = super::super::png::svg_to_png_bytes(&svg, 1.0).unwrap();
+        let (w, h) = image::load_from_memory(&png)
+            .unwrap()
+            .to_luma8()
+            .dimensions();
+        assert!(
+            h as f64 >= 40.0 + 14.0 + 18.0 * 22.0,
+            "{w}x{h}: the legend must fit"
+        );
     }
 }

@@ -42,6 +42,8 @@ impl BinaryCounts {
 }
 
 /// Counts with an item called positive when its score is ≥ `threshold` (scikit-learn's rule).
+/// Items are paired up to the shorter slice; a NaN score is never ≥ anything, so it is called
+/// negative.
 pub fn counts_at(truth: &[bool], scores: &[f64], threshold: f64) -> BinaryCounts {
     let mut c = BinaryCounts::default();
     for (&t, &s) in truth.iter().zip(scores) {
