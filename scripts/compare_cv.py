@@ -49,6 +49,22 @@ def training_seconds(ensemble):
     return sum(json.loads(p.read_text())["seconds"] for p in ensemble.glob("*/fold-*/metrics.json"))
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return (xs[n // 2] + xs[(n - 1) // 2]) / 2 if xs else None
+
+
+def ours_epoch_seconds(ensemble, stage):
+    """Median epoch time of a stage: robust to the odd epoch slowed by other work."""
+    return median([e["seconds"] for p in ensemble.glob(f"{stage}/fold-*/metrics.json") for e in json.loads(p.read_text())["epochs"]])
+
+
+def reference_epoch_seconds(ref_metrics, stage):
+    s = ref_metrics["stages"].get(stage) or ref_metrics["stages"].get(stage.replace("step2-", "step2/"))
+    return median([e["seconds"] for epochs in (s or {}).get("history", {}).values() for e in epochs])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ensemble", type=pathlib.Path, required=True)
@@ -76,6 +92,10 @@ def main():
     if "two_step" in ours_metrics:
         t = ours_metrics["two_step"]
         print(f"| two-step | group / subtype accuracy per slide (myoscope only) | {fmt(t['group_accuracy'])} / {fmt(t['subtype_accuracy'])} | |")
+    for stage in ours:
+        a, b = ours_epoch_seconds(args.ensemble, stage), reference_epoch_seconds(ref_metrics, stage)
+        if a and b:
+            print(f"| {stage} | median seconds per epoch (train + validation) | {a:.1f} | {b:.1f} ({b / a:.2f}× ours) |")
     print(f"| all | training seconds (sum over fold models) | {training_seconds(args.ensemble):.0f} | {ref_metrics['seconds']:.0f} (whole run) |")
 
 
