@@ -22,9 +22,9 @@ pub struct DemoArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Epochs per model (default 30 for one training, 20 per fold model with --folds).
-    #[arg(long)]
-    pub epochs: Option<usize>,
+    /// Epochs per model (each fold model with --folds).
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
     /// Synthetic slides per class (3 photos each).
     #[arg(long, default_value_t = 32)]
     pub slides_per_class: usize,
@@ -33,13 +33,14 @@ pub struct DemoArgs {
     #[arg(long)]
     pub quiet: bool,
     /// Run Kabeya et al.'s whole protocol instead of one training: a test hold-out by slide,
-    /// this many cross-validation folds, the two-step diagnosis (myositis or not, then the
-    /// subtype), the ensemble, and the evaluation report (report.html, ROC and confusion PNGs).
+    /// this many cross-validation folds, the ensemble, and the evaluation report (report.html,
+    /// ROC and confusion PNGs).
     #[arg(long)]
     pub folds: Option<usize>,
-    /// With --folds: one four-class step instead of the two-step hierarchy.
+    /// With --folds: the two-step diagnosis (myositis or not, then the subtype within the
+    /// group) instead of one four-class step; three times the training.
     #[arg(long, requires = "folds")]
-    pub one_step: bool,
+    pub two_step: bool,
 }
 
 /// The demo's model: the aggregated classifier with a small trunk that trains in minutes on
@@ -54,7 +55,7 @@ pub fn demo_config(manifest: &Path, a: &DemoArgs) -> TrainConfig {
     c.model.arch = "densenet-tiny".into();
     c.model.grid = 4;
     c.model.input_size = 128;
-    c.training.epochs = a.epochs.unwrap_or(if a.folds.is_some() { 20 } else { 30 });
+    c.training.epochs = a.epochs;
     c.training.batch_size = 16;
     c.training.seed = a.seed;
     c.training.device = a.device.clone();
@@ -214,7 +215,7 @@ fn run_protocol(a: &DemoArgs, manifest: &Path, folds: usize, t0: std::time::Inst
             test_fraction: 0.25,
             seed: a.seed ^ 0x7e57,
         },
-        hierarchy: (!a.one_step).then(demo_hierarchy),
+        hierarchy: a.two_step.then(demo_hierarchy),
         ..Default::default()
     };
     let ensemble_dir = a.out.join("ensemble");
