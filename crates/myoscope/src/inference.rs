@@ -1,6 +1,5 @@
 //! Prediction on new photos: the centre square of each photo (the paper's test protocol), the
 //! class probabilities per image, and per slide the mean over its images.
-use crate::data::loader::{centre_items, spawn_epoch, EpochPlan, ImageSource};
 use crate::data::Dataset;
 use crate::evaluation::metrics::{argmax_rows, ConfusionMatrix};
 use crate::training::LoadedModel;
@@ -8,7 +7,6 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImagePrediction {
@@ -38,51 +36,30 @@ pub fn predict(
     batch_size: usize,
     progress: bool,
 ) -> Result<Vec<ImagePrediction>> {
-    let classes = model.spec.classes.clone();
-    let labelled = ds.labelled;
-    let n = ds.samples.len();
-    let src = Arc::new(ImageSource::new(
-        Arc::new(ds),
-        model.spec.model.input_size as u32,
-        model.spec.model.normalization.clone(),
-    ));
-    let plan = EpochPlan {
-        items: centre_items(n),
-        batch_size: batch_size.max(1),
-        augmentation: None,
-        shuffle: false,
-        seed: 0,
-        epoch: 0,
-    };
-    let bar = if progress {
-        indicatif::ProgressBar::new(n as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let mut out = Vec::with_capacity(n);
-    for batch in spawn_epoch(src.clone(), plan) {
-        let batch = batch?;
-        let probs = model.probabilities(&batch.images());
-        let rows: Vec<Vec<f64>> = Vec::<Vec<f32>>::try_from(&probs)
-            .context("reading probabilities")?
-            .into_iter()
-            .map(|r| r.into_iter().map(f64::from).collect())
-            .collect();
-        for (item, p) in batch.items.iter().zip(rows) {
-            let s = &src.dataset().samples[item.sample];
+    let classes = &model.spec.classes;
+    let rows = crate::ensemble::probabilities_per_model(
+        std::slice::from_ref(model),
+        ds.clone(),
+        batch_size,
+        progress,
+    )?
+    .pop()
+    .unwrap_or_default();
+    Ok(ds
+        .samples
+        .iter()
+        .zip(rows)
+        .map(|(s, p)| {
             let best = argmax_rows(std::slice::from_ref(&p))[0];
-            out.push(ImagePrediction {
+            ImagePrediction {
                 path: s.rel_path.clone(),
                 slide: s.slide.clone(),
-                truth: labelled.then(|| classes[s.label].clone()),
+                truth: ds.labelled.then(|| classes[s.label].clone()),
                 predicted: classes[best].clone(),
                 probabilities: p,
-            });
-        }
-        bar.inc(batch.items.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(out)
+            }
+        })
+        .collect())
 }
 
 /// Slide probability = mean over the slide's images (Kabeya et al.'s slide-level protocol).
