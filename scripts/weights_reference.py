@@ -339,7 +339,9 @@ def random_torchvision(arch):
                 n = m.num_features
                 m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                # Scales below 1 keep deep residual stacks (resnet34) at logits of order 10,
+                # where float32 rounding stays far below the 1e-4 parity tolerance.
+                m.weight.copy_(torch.rand(n, generator=gen) * 0.5 + 0.5)
                 m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
     return model.eval()
 
