@@ -12,3 +12,4 @@ pub mod models;
 pub mod runtime;
 pub mod synth;
 pub mod training;
+pub mod weights;
