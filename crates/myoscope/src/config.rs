@@ -41,6 +41,10 @@ pub struct ModelConfig {
     pub patch_loss_weight: f64,
     pub in_channels: i64,
     pub normalization: Normalization,
+    /// Registry weights the trunk starts from (`myoscope weights list`); they fix the
+    /// architecture and the normalisation. None: random initialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -53,6 +57,7 @@ impl Default for ModelConfig {
             patch_loss_weight: 1.0,
             in_channels: 3,
             normalization: Normalization::default(),
+            weights: None,
         }
     }
 }

@@ -53,6 +53,11 @@ impl CvArgs {
         };
         self.overrides
             .apply(&mut c.data, &mut c.model, &mut c.training);
+        crate::weights::pretrained::settle_model_config(
+            &mut c.model,
+            self.overrides.arch.is_some(),
+            &crate::weights::registry::Registry::open(None),
+        )?;
         c.cv.folds = self.folds.unwrap_or(c.cv.folds);
         c.cv.test_fraction = self.test_fraction.unwrap_or(c.cv.test_fraction);
         if fresh && c.data.source.as_os_str().is_empty() {

@@ -6,6 +6,7 @@ pub mod diagnose;
 pub mod evaluate;
 pub mod predict;
 pub mod train;
+pub mod weights;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +37,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Time forward and training steps next to the same model in PyTorch.
     Bench(bench::BenchArgs),
+    /// Offline pretrained weights: import, list, verify against PyTorch.
+    Weights(weights::WeightsArgs),
     /// List the model architectures.
     Models,
 }
@@ -49,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Diagnose(a) => diagnose::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Weights(a) => weights::run(a),
         Command::Models => {
             for (name, about) in crate::models::ARCHITECTURES {
                 println!("{name:<18} {about}");

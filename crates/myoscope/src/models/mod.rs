@@ -27,10 +27,22 @@ pub const ARCHITECTURES: &[(&str, &str)] = &[
     ("resnet18", "ResNet-18 (torchvision layout)"),
     ("resnet34", "ResNet-34 (torchvision layout)"),
     ("resnet50", "ResNet-50 (torchvision layout)"),
+    (
+        "resnet50_keras",
+        "ResNet-50 as Keras ships it (stride on the first 1×1, BN eps 1e-3)",
+    ),
     ("mobilenet_v2", "MobileNetV2 1.0 (torchvision layout)"),
     (
         "efficientnet_lite0",
         "EfficientNet-Lite0 (timm tf_efficientnet_lite0 layout)",
+    ),
+    (
+        "efficientnet_lite1",
+        "EfficientNet-Lite1 (timm tf_efficientnet_lite1 layout)",
+    ),
+    (
+        "efficientnet_lite2",
+        "EfficientNet-Lite2 (timm tf_efficientnet_lite2 layout)",
     ),
 ];
 
@@ -51,8 +63,11 @@ pub fn build_backbone(arch: &str, root: &nn::Path, in_channels: i64) -> Result<B
         "resnet18" => Box::new(resnet::resnet18(root, in_channels)),
         "resnet34" => Box::new(resnet::resnet34(root, in_channels)),
         "resnet50" => Box::new(resnet::resnet50(root, in_channels)),
+        "resnet50_keras" => Box::new(resnet::resnet50_keras(root, in_channels)),
         "mobilenet_v2" => Box::new(mobilenet_v2::mobilenet_v2(root, in_channels)),
         "efficientnet_lite0" => Box::new(efficientnet_lite::efficientnet_lite0(root, in_channels)),
+        "efficientnet_lite1" => Box::new(efficientnet_lite::efficientnet_lite1(root, in_channels)),
+        "efficientnet_lite2" => Box::new(efficientnet_lite::efficientnet_lite2(root, in_channels)),
         other => {
             let known: Vec<&str> = ARCHITECTURES.iter().map(|(n, _)| *n).collect();
             bail!(

@@ -2,7 +2,11 @@
 //! `layer2.0.downsample.0`, …), so torchvision ImageNet state dicts load by name.
 //!
 //! ResNet-50 is torchvision's "v1.5": the stride of a downsampling bottleneck sits on its 3×3
-//! conv, not on the first 1×1 as in the original paper.
+//! conv, not on the first 1×1 as in the original paper. `resnet50_keras` is that original
+//! layout as Keras (and Caffe before it) shipped its ImageNet weights: stride on the first 1×1,
+//! BN epsilon 1e-3. Keras's conv biases are not parameters here: a bias feeding a batch norm
+//! is redundant (batch statistics subtract it; running statistics absorb it), so the importer
+//! folds it into the BN running mean.
 
 use super::backbone::Backbone;
 use super::conv_bn::{Act, ConvBn, ConvBnCfg};
@@ -12,6 +16,29 @@ use tch::{nn, Tensor};
 enum BlockKind {
     Basic,
     Bottleneck,
+}
+
+/// Where a downsampling bottleneck strides, and the batch-norm epsilon: the two things that
+/// differ between torchvision's ResNet and the original (Caffe/Keras) one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// torchvision v1.5: stride on the 3×3, BN eps 1e-5.
+    Torchvision,
+    /// He et al.'s original, as Keras ships it: stride on the first 1×1, BN eps 1e-3.
+    Keras,
+}
+
+impl Style {
+    fn cfg(self, kernel: i64, act: Act) -> ConvBnCfg {
+        let cfg = ConvBnCfg::torchvision(kernel, act);
+        match self {
+            Style::Torchvision => cfg,
+            Style::Keras => ConvBnCfg {
+                bn_eps: 1e-3,
+                ..cfg
+            },
+        }
+    }
 }
 
 impl BlockKind {
@@ -32,9 +59,20 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: &nn::Path, kind: BlockKind, c_in: i64, planes: i64, stride: i64) -> Self {
+    fn new(
+        p: &nn::Path,
+        kind: BlockKind,
+        style: Style,
+        c_in: i64,
+        planes: i64,
+        stride: i64,
+    ) -> Self {
         let c_out = planes * kind.expansion();
-        let tv = ConvBnCfg::torchvision;
+        let tv = |k, act| style.cfg(k, act);
+        let (stride_1x1, stride_3x3) = match style {
+            Style::Torchvision => (1, stride),
+            Style::Keras => (stride, 1),
+        };
         let unit = |i: usize, a: i64, b: i64, cfg: ConvBnCfg| {
             ConvBn::new(
                 &(p / format!("conv{i}")),
@@ -50,8 +88,8 @@ impl Block {
                 unit(2, planes, planes, tv(3, Act::Identity)),
             ],
             BlockKind::Bottleneck => vec![
-                unit(1, c_in, planes, tv(1, Act::Relu)),
-                unit(2, planes, planes, tv(3, Act::Relu).stride(stride)),
+                unit(1, c_in, planes, tv(1, Act::Relu).stride(stride_1x1)),
+                unit(2, planes, planes, tv(3, Act::Relu).stride(stride_3x3)),
                 unit(3, planes, c_out, tv(1, Act::Identity)),
             ],
         };
@@ -84,8 +122,14 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    fn new(p: &nn::Path, in_channels: i64, kind: BlockKind, depths: [usize; 4]) -> Self {
-        let stem_cfg = ConvBnCfg::torchvision(7, Act::Relu).stride(2);
+    fn new(
+        p: &nn::Path,
+        in_channels: i64,
+        kind: BlockKind,
+        style: Style,
+        depths: [usize; 4],
+    ) -> Self {
+        let stem_cfg = style.cfg(7, Act::Relu).stride(2);
         let stem = ConvBn::new(&(p / "conv1"), &(p / "bn1"), in_channels, 64, stem_cfg);
         let mut c_in = 64;
         let mut layers = Vec::with_capacity(4);
@@ -96,7 +140,7 @@ impl ResNet {
             let blocks = (0..depth)
                 .map(|j| {
                     let stride = if j == 0 { first_stride } else { 1 };
-                    let block = Block::new(&(&lp / j), kind, c_in, planes, stride);
+                    let block = Block::new(&(&lp / j), kind, style, c_in, planes, stride);
                     c_in = planes * kind.expansion();
                     block
                 })
@@ -156,17 +200,48 @@ impl Backbone for ResNet {
 
 /// torchvision `resnet18` trunk (BasicBlock, 2-2-2-2), 512 output channels.
 pub fn resnet18(p: &nn::Path, in_channels: i64) -> ResNet {
-    ResNet::new(p, in_channels, BlockKind::Basic, [2, 2, 2, 2])
+    ResNet::new(
+        p,
+        in_channels,
+        BlockKind::Basic,
+        Style::Torchvision,
+        [2, 2, 2, 2],
+    )
 }
 
 /// torchvision `resnet34` trunk (BasicBlock, 3-4-6-3), 512 output channels.
 pub fn resnet34(p: &nn::Path, in_channels: i64) -> ResNet {
-    ResNet::new(p, in_channels, BlockKind::Basic, [3, 4, 6, 3])
+    ResNet::new(
+        p,
+        in_channels,
+        BlockKind::Basic,
+        Style::Torchvision,
+        [3, 4, 6, 3],
+    )
 }
 
 /// torchvision `resnet50` trunk (Bottleneck v1.5, 3-4-6-3), 2048 output channels.
 pub fn resnet50(p: &nn::Path, in_channels: i64) -> ResNet {
-    ResNet::new(p, in_channels, BlockKind::Bottleneck, [3, 4, 6, 3])
+    ResNet::new(
+        p,
+        in_channels,
+        BlockKind::Bottleneck,
+        Style::Torchvision,
+        [3, 4, 6, 3],
+    )
+}
+
+/// Keras `ResNet50` trunk (Bottleneck v1, stride on the first 1×1, BN eps 1e-3) under
+/// torchvision's names, 2048 output channels. The Keras stem pads before its max-pool with
+/// zeros where PyTorch pads with −∞; after the ReLU both give the same maxima.
+pub fn resnet50_keras(p: &nn::Path, in_channels: i64) -> ResNet {
+    ResNet::new(
+        p,
+        in_channels,
+        BlockKind::Bottleneck,
+        Style::Keras,
+        [3, 4, 6, 3],
+    )
 }
 
 #[cfg(test)]
@@ -207,6 +282,8 @@ mod tests {
         assert_eq!(classifier_params(resnet18), 11_689_512);
         assert_eq!(classifier_params(resnet34), 21_797_672);
         assert_eq!(classifier_params(resnet50), 25_557_032);
+        // Keras's conv biases fold into BN, so the parameter set is torchvision's.
+        assert_eq!(classifier_params(resnet50_keras), 25_557_032);
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct RunManifest {
     pub backend: Backend,
     pub command: Vec<String>,
     pub started: String,
+    /// The registry weights the trunk started from, with their checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<crate::weights::pretrained::PretrainedRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,6 +13,8 @@ use crate::config::TrainConfig;
 use crate::data::loader::{edge_items, spawn_epoch, EpochPlan, ImageSource};
 use crate::data::split::{grouped_holdout, Split};
 use crate::data::Dataset;
+use crate::weights::pretrained::{init_trunk, settle_model_config};
+use crate::weights::registry::{Registry, WeightsEntry};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -86,6 +88,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     let started = Instant::now();
     let out = &opts.out;
     let state_path = out.join(run_dir::CHECKPOINT_DIR).join("state.json");
+    let mut pretrained = None;
+    let registry = Registry::open(None);
     let cfg = if opts.resume {
         if !state_path.is_file() {
             bail!(
@@ -103,7 +107,12 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
                 out.display()
             );
         }
-        cfg.clone()
+        let mut cfg = cfg.clone();
+        // Step-2 models start from their step-1 trunk, which already descends from the weights.
+        if opts.init_from.is_none() {
+            pretrained = settle_model_config(&mut cfg.model, true, &registry)?;
+        }
+        cfg
     };
     cfg.validate()?;
     let device = crate::device::parse_device(&cfg.training.device)?;
@@ -148,7 +157,10 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         write_atomic(&out.join(run_dir::CONFIG_FILE), cfg.to_toml()?.as_bytes())?;
         write_split(&split_path, &dataset, &split)?;
         write_json_atomic(&out.join(run_dir::MODEL_FILE), &spec)?;
-        run_dir::write_manifest(out, &run_manifest(&cfg, &dataset, &split_path, device)?)?;
+        run_dir::write_manifest(
+            out,
+            &run_manifest(&cfg, &dataset, &split_path, device, pretrained.as_ref())?,
+        )?;
     }
 
     tch::manual_seed(cfg.training.seed as i64);
@@ -166,6 +178,19 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
         eprintln!(
             "initialised {copied} trunk tensors from {} (new output layers, all weights trainable)",
             init.display()
+        );
+    }
+    if let (Some(entry), false) = (&pretrained, opts.resume) {
+        let fresh = [
+            format!("{}.", net.head_name()),
+            "patch_classifier.".to_string(),
+        ];
+        let copied = init_trunk(&vs, &registry, entry, cfg.model.in_channels, &fresh)?;
+        eprintln!(
+            "initialised {copied} trunk tensors from weights '{}' ({}, sha256 {}…); new output layers, all weights trainable",
+            entry.name,
+            entry.source.file_name,
+            &entry.weights_sha256[..12]
         );
     }
     let mut opt = RAdam::new(&vs, cfg.training.optimizer.clone());
@@ -499,6 +524,7 @@ fn run_manifest(
     ds: &Dataset,
     split_path: &Path,
     device: tch::Device,
+    pretrained: Option<&WeightsEntry>,
 ) -> Result<RunManifest> {
     let data_bytes = if ds.source.is_file() {
         std::fs::read(&ds.source).with_context(|| format!("cannot read {}", ds.source.display()))?
@@ -519,5 +545,6 @@ fn run_manifest(
         backend: Backend::current(device),
         command: std::env::args().collect(),
         started: run_dir::timestamp(),
+        pretrained: pretrained.map(Into::into),
     })
 }
