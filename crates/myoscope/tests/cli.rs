@@ -320,3 +320,60 @@ fn cv_fold_jobs_merge_evaluate_and_diagnose_from_the_command_line() {
         "is not an ensemble",
     );
 }
+
+#[test]
+fn weights_commands_refuse_bad_files_and_leave_the_registry_clean() {
+    let dir = common::scratch("cli-weights");
+    let reg = dir.join("registry");
+    let reg_s = reg.display().to_string();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+    let fx = |n: &str| fixtures.join(n).display().to_string();
+
+    let out = myoscope(&["weights", "--registry", &reg_s, "list"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no weights"));
+
+    // A pickle that asks to run a shell command is refused before anything is written.
+    let evil = fx("evil_legacy.pth");
+    let out = myoscope(&[
+        "weights",
+        "--registry",
+        &reg_s,
+        "import",
+        &evil,
+        "--arch",
+        "resnet18",
+    ]);
+    fails_with(&out, "could run code");
+    let out = myoscope(&[
+        "weights",
+        "--registry",
+        &reg_s,
+        "import",
+        &fx("truncated_zip.pt"),
+        "--arch",
+        "resnet18",
+    ]);
+    fails_with(&out, "truncated_zip.pt");
+    // A real (tiny) state dict that belongs to no registered architecture.
+    let out = myoscope(&[
+        "weights",
+        "--registry",
+        &reg_s,
+        "import",
+        &fx("state_dict_zip.pt"),
+        "--arch",
+        "resnet18",
+    ]);
+    fails_with(&out, "does not fit resnet18");
+    fails_with(&out, "missing from the file");
+    let left: Vec<_> = std::fs::read_dir(&reg)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "registry not clean: {left:?}");
+
+    let out = myoscope(&["weights", "--registry", &reg_s, "verify"]);
+    fails_with(&out, "import-fetched");
+    let out = myoscope(&["weights", "--registry", &reg_s, "show", "nothing-here"]);
+    fails_with(&out, "no weights named 'nothing-here'");
+}

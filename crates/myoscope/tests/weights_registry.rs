@@ -208,7 +208,7 @@ fn training_starts_from_registry_weights_and_records_them() {
     // A model config naming weights for another architecture is refused.
     let mut wrong = common::tiny_config(&manifest);
     wrong.model.weights = Some("r18-train".into());
-    let err = err_of(train(&wrong, &TrainOptions::new(&dir.join("run-wrong"))));
+    let err = err_of(train(&wrong, &TrainOptions::new(dir.join("run-wrong"))));
     assert!(
         err.contains("are for resnet18") && err.contains("densenet-tiny"),
         "{err}"

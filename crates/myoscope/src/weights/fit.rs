@@ -17,8 +17,11 @@ pub struct Fitted {
     pub parameters: i64,
 }
 
-/// The model's variable names and shapes for `arch` with a `classes`-way head (none if 0).
-pub fn model_variables(arch: &str, classes: i64) -> Result<(Vec<(String, Vec<i64>)>, String)> {
+/// A model's variables as (name, shape), in natural order.
+pub type Variables = Vec<(String, Vec<i64>)>;
+
+/// The model's variables for `arch` with a `classes`-way head (none if 0), and the head name.
+pub fn model_variables(arch: &str, classes: i64) -> Result<(Variables, String)> {
     let vs = nn::VarStore::new(Device::Cpu);
     let trunk = build_backbone(arch, &vs.root(), 3)?;
     let head = trunk.head_name().to_string();
@@ -29,12 +32,12 @@ pub fn model_variables(arch: &str, classes: i64) -> Result<(Vec<(String, Vec<i64
         }
         let _ = nn::linear(p, trunk.out_channels(), classes, Default::default());
     }
-    let mut vars: Vec<(String, Vec<i64>)> = vs
+    let mut vars: Variables = vs
         .variables()
         .into_iter()
         .map(|(n, t)| (n, t.size()))
         .collect();
-    vars.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+    vars.sort_by_key(|v| natural_key(&v.0));
     Ok((vars, head))
 }
 
