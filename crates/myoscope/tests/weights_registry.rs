@@ -214,3 +214,36 @@ fn training_starts_from_registry_weights_and_records_them() {
         "{err}"
     );
 }
+
+#[test]
+fn one_channel_models_start_from_summed_rgb_filters() {
+    let reg = shared_registry();
+    let dir = common::scratch("weights-channels");
+    let (file, named) = resnet18_file(&dir, 3);
+    let entry = reg
+        .import(&ImportRequest {
+            file,
+            arch: "resnet18".into(),
+            name: Some("r18-dapi".into()),
+            replace: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let trunk = build_backbone("resnet18", &vs.root(), 1).unwrap();
+    let _head = nn::linear(
+        vs.root() / "fc",
+        trunk.out_channels(),
+        2,
+        Default::default(),
+    );
+    let fresh = ["fc.".to_string()];
+    let copied = myoscope::weights::pretrained::init_trunk(&vs, &reg, &entry, 1, &fresh).unwrap();
+    assert_eq!(copied, 100, "every trunk tensor but none of the head");
+    let imported: std::collections::HashMap<_, _> = named.into_iter().collect();
+    let vars = vs.variables();
+    let want = imported["conv1.weight"].sum_dim_intlist([1i64].as_slice(), true, tch::Kind::Float);
+    assert!(vars["conv1.weight"].allclose(&want, 1e-6, 1e-6, false));
+    assert!(vars["layer4.1.bn2.running_var"].equal(&imported["layer4.1.bn2.running_var"]));
+    assert_eq!(vars["fc.weight"].size(), [2, 512]);
+}
