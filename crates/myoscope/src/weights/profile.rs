@@ -18,7 +18,8 @@ pub fn first_conv(arch: &str) -> Option<&'static str> {
 /// (Inception statistics, native size per variant, bicubic, TF "SAME" padding, BN eps 1e-3).
 pub fn default_preprocessing(arch: &str) -> Preprocessing {
     let tv = Preprocessing::torchvision();
-    let lite = |input_size, crop_fraction| Preprocessing {
+    let lite = |input_size, crop_fraction| {
+        Preprocessing {
         mean: [0.5; 3],
         std: [0.5; 3],
         input_size,
@@ -26,7 +27,12 @@ pub fn default_preprocessing(arch: &str) -> Preprocessing {
         crop_fraction,
         bn_eps: 1e-3,
         padding: "tf-same".into(),
+        notes: vec![
+            "ported from TensorFlow: 'SAME' padding puts the odd pixel of strided convs bottom/right".into(),
+            "Lite variant: ReLU6, no squeeze-excitation, stem and head widths fixed".into(),
+        ],
         ..tv.clone()
+    }
     };
     match arch {
         "efficientnet_lite0" => lite(224, 0.875),
@@ -38,6 +44,10 @@ pub fn default_preprocessing(arch: &str) -> Preprocessing {
             mean: [123.68, 116.779, 103.939],
             std: [1.0; 3],
             bn_eps: 1e-3,
+            notes: vec![
+                "original ResNet v1 layout: downsampling blocks stride on their first 1×1 conv"
+                    .into(),
+            ],
             ..tv
         },
         _ => tv,
