@@ -7,6 +7,7 @@ pub mod device;
 pub mod diagnose;
 pub mod ensemble;
 pub mod evaluation;
+pub mod explain;
 pub mod inference;
 pub mod models;
 pub mod runtime;

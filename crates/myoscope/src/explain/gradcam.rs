@@ -1,0 +1,204 @@
+//! Grad-CAM on the aggregated classifier, plain and Kabeya et al.'s patch-weighted variant.
+//!
+//! Both differentiate with respect to the trunk's last feature maps A (one h×w map per patch;
+//! 5×5 for DenseNet-121 on 160² patches), treated as leaves so autograd only runs through the
+//! heads. The maps are stitched in patch order into the mosaic the heads see (20×20 for 4×4).
+//!
+//! - **Plain** (Selvaraju et al.): α = spatial mean over the whole mosaic of ∂y^c/∂A, where
+//!   y^c is the image's class score (pre-softmax); map = ReLU(Σ_channels α·A).
+//! - **Patch-weighted** (Kabeya et al.): for patch k, the gradient is
+//!   (y_k^c / Σ_i y_i^c) · ∂y_k^c/∂A_k, with y_k^c patch k's confidence — its softmax
+//!   probability for class c, so the weights are positive and sum to one. Each patch gets its own
+//!   channel weights from its own gradient (the spatial mean over its h×w map) and its own
+//!   map ReLU(Σ α_k·A_k); a patch that barely supports class c contributes little heat.
+use crate::models::AggregatedClassifier;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CamMethod {
+    /// Grad-CAM on the image's class score over the whole mosaic.
+    Plain,
+    /// Kabeya et al.'s patch-weighted gradients.
+    PatchWeighted,
+}
+
+impl CamMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            CamMethod::Plain => "plain",
+            CamMethod::PatchWeighted => "patch-weighted",
+        }
+    }
+}
+
+/// Heat-maps [B, g·h, g·w] (non-negative, unnormalised) for class `classes[b]` of image b.
+/// `images` is a normalised batch [B, C, S, S] on the model's device.
+pub fn heat_maps(
+    model: &AggregatedClassifier,
+    images: &Tensor,
+    classes: &[i64],
+    method: CamMethod,
+) -> Result<Tensor> {
+    let b = images.size()[0];
+    if classes.len() as i64 != b {
+        bail!("{} classes for {b} images", classes.len());
+    }
+    if let Some(&c) = classes.iter().find(|&&c| c < 0 || c >= model.num_classes()) {
+        bail!(
+            "class index {c} is outside the model's {} classes",
+            model.num_classes()
+        );
+    }
+    if method == CamMethod::PatchWeighted && model.grid() < 2 {
+        bail!("patch-weighted Grad-CAM needs a patch grid (this model has grid 1); use the plain method");
+    }
+    let maps = tch::no_grad(|| model.patch_maps(images, false)).set_requires_grad(true);
+    let out = model.head_forward(&maps);
+    let index = Tensor::from_slice(classes).to_device(images.device());
+    match method {
+        CamMethod::Plain => {
+            let scores = out
+                .logits
+                .gather(1, &index.unsqueeze(1), false)
+                .sum(Kind::Float);
+            let grads = Tensor::run_backward(&[scores], &[&maps], false, false);
+            let a = model.stitch_mosaic(&maps.detach());
+            let g = model.stitch_mosaic(&grads[0]);
+            let alpha = g.mean_dim(&[2i64, 3][..], true, Kind::Float);
+            Ok((alpha * a)
+                .sum_dim_intlist(&[1i64][..], false, Kind::Float)
+                .relu())
+        }
+        CamMethod::PatchWeighted => {
+            let Some(patch_logits) = out.patch_logits else {
+                bail!("the model has no patch classifier");
+            };
+            let g2 = model.grid() * model.grid();
+            let probs = patch_logits.softmax(-1, Kind::Float);
+            let per_class = index.view([b, 1, 1]).expand([b, g2, 1], false);
+            let conf = probs.gather(2, &per_class, false).squeeze_dim(2); // [B, g²]
+            let share = (&conf / conf.sum_dim_intlist(&[1i64][..], true, Kind::Float)).detach();
+            // Patch k's confidence depends only on A_k, so one backward pass of their sum
+            // yields every ∂y_k/∂A_k at once.
+            let grads = Tensor::run_backward(&[conf.sum(Kind::Float)], &[&maps], false, false);
+            let a = maps.detach();
+            let alpha = grads[0].mean_dim(&[2i64, 3][..], true, Kind::Float)
+                * share.view([b * g2, 1, 1, 1]);
+            let per_patch = (alpha * &a)
+                .sum_dim_intlist(&[1i64][..], true, Kind::Float)
+                .relu();
+            Ok(model.stitch_mosaic(&per_patch).squeeze_dim(1))
+        }
+    }
+}
+
+/// Mean of several models' maps for the same images, each first scaled to a maximum of 1 per
+/// image so that no fold model dominates through the scale of its activations.
+pub fn ensemble_mean(maps: &[Tensor]) -> Result<Tensor> {
+    let Some(first) = maps.first() else {
+        bail!("no heat-maps to average");
+    };
+    let mut sum = Tensor::zeros_like(first);
+    for m in maps {
+        sum += scaled_to_unit_max(m);
+    }
+    Ok(sum / maps.len() as f64)
+}
+
+/// Each map [B, H, W] divided by its maximum (maps that are all zero stay zero).
+pub fn scaled_to_unit_max(maps: &Tensor) -> Tensor {
+    let b = maps.size()[0];
+    let max = maps
+        .view([b, -1])
+        .amax(&[1i64][..], false)
+        .clamp_min(1e-12)
+        .view([b, 1, 1]);
+    maps / max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::build_backbone;
+    use tch::{nn, Device};
+
+    fn model(grid: i64) -> (nn::VarStore, AggregatedClassifier) {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let trunk = build_backbone("densenet-tiny", &vs.root(), 3).unwrap();
+        let m = AggregatedClassifier::new(&vs.root(), trunk, grid, 3);
+        (vs, m)
+    }
+
+    #[test]
+    fn maps_cover_the_mosaic_and_are_non_negative() {
+        let (_vs, m) = model(4);
+        let xs = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        for method in [CamMethod::Plain, CamMethod::PatchWeighted] {
+            let h = heat_maps(&m, &xs, &[0, 2], method).unwrap();
+            assert_eq!(h.size(), [2, 8, 8], "{method:?}");
+            assert!(h.min().double_value(&[]) >= 0.0);
+            assert!(h.max().double_value(&[]) > 0.0, "{method:?} is all zero");
+        }
+    }
+
+    /// The single summed backward pass gives what one backward pass per patch gives: patch k's
+    /// map is ReLU(Σ_ch share_k · mean(∂y_k/∂A_k) · A_k), assembled here patch by patch.
+    #[test]
+    fn patch_weighted_equals_per_patch_gradients() {
+        let (_vs, m) = model(2);
+        let xs = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let class = 1i64;
+        let got = heat_maps(&m, &xs, &[class], CamMethod::PatchWeighted).unwrap();
+
+        let maps = tch::no_grad(|| m.patch_maps(&xs, false));
+        let conf_of = |a: &Tensor| {
+            m.head_forward(a)
+                .patch_logits
+                .unwrap()
+                .softmax(-1, Kind::Float)
+                .select(2, class)
+                .squeeze_dim(0)
+        };
+        let conf = tch::no_grad(|| conf_of(&maps));
+        let total = conf.sum(Kind::Float).double_value(&[]);
+        let mut per_patch = Vec::new();
+        for k in 0..4 {
+            let a = maps.detach().set_requires_grad(true);
+            let y = conf_of(&a).get(k);
+            let g = Tensor::run_backward(&[y], &[&a], false, false);
+            let share = conf.double_value(&[k]) / total;
+            let alpha = g[0].get(k).mean_dim(&[1i64, 2][..], true, Kind::Float) * share;
+            per_patch.push(
+                (alpha * maps.get(k))
+                    .sum_dim_intlist(&[0i64][..], true, Kind::Float)
+                    .relu(),
+            );
+        }
+        let want = m
+            .stitch_mosaic(&Tensor::stack(&per_patch, 0))
+            .squeeze_dim(1);
+        assert!(got.allclose(&want, 1e-6, 1e-7, false), "{got} vs {want}");
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let (_vs, m) = model(1);
+        let xs = Tensor::randn([1, 3, 32, 32], (Kind::Float, Device::Cpu));
+        assert!(heat_maps(&m, &xs, &[0], CamMethod::PatchWeighted).is_err());
+        assert!(heat_maps(&m, &xs, &[7], CamMethod::Plain).is_err());
+        assert!(heat_maps(&m, &xs, &[0, 1], CamMethod::Plain).is_err());
+    }
+
+    #[test]
+    fn ensemble_mean_scales_each_model() {
+        let a = Tensor::from_slice(&[0.0f32, 2.0, 4.0, 0.0]).view([1, 2, 2]);
+        let b = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 0.0]).view([1, 2, 2]);
+        let m = ensemble_mean(&[a, b]).unwrap();
+        let got: Vec<f32> = Vec::try_from(m.view([-1])).unwrap();
+        assert_eq!(got, [0.5, 0.25, 0.5, 0.0]);
+    }
+}
