@@ -4,6 +4,7 @@ pub mod cv;
 pub mod demo;
 pub mod diagnose;
 pub mod evaluate;
+pub mod explain;
 pub mod predict;
 pub mod train;
 pub mod weights;
@@ -33,6 +34,8 @@ pub enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Two-step diagnosis of slides with an ensemble: group, threshold call, subtype.
     Diagnose(diagnose::DiagnoseArgs),
+    /// Grad-CAM heat-maps, AI-focused/unfocused images and the pointing game.
+    Explain(explain::ExplainArgs),
     /// Generate a synthetic H&E muscle data set, train on it and evaluate on held-out slides.
     Demo(demo::DemoArgs),
     /// Time forward and training steps next to the same model in PyTorch.
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Diagnose(a) => diagnose::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Explain(a) => explain::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Weights(a) => weights::run(a),
         Command::Models => {

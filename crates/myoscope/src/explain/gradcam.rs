@@ -42,7 +42,20 @@ pub fn heat_maps(
     classes: &[i64],
     method: CamMethod,
 ) -> Result<Tensor> {
-    let b = images.size()[0];
+    let maps = tch::no_grad(|| model.patch_maps(images, false));
+    heat_maps_from_maps(model, &maps, classes, method)
+}
+
+/// The same from the trunk's patch maps [B·g², C, h, w]: only the heads are differentiated,
+/// so this is where the formula lives (and what the PyTorch oracle checks).
+pub fn heat_maps_from_maps(
+    model: &AggregatedClassifier,
+    patch_maps: &Tensor,
+    classes: &[i64],
+    method: CamMethod,
+) -> Result<Tensor> {
+    let g2 = model.grid() * model.grid();
+    let b = patch_maps.size()[0] / g2;
     if classes.len() as i64 != b {
         bail!("{} classes for {b} images", classes.len());
     }
@@ -55,9 +68,9 @@ pub fn heat_maps(
     if method == CamMethod::PatchWeighted && model.grid() < 2 {
         bail!("patch-weighted Grad-CAM needs a patch grid (this model has grid 1); use the plain method");
     }
-    let maps = tch::no_grad(|| model.patch_maps(images, false)).set_requires_grad(true);
+    let maps = patch_maps.detach().set_requires_grad(true);
     let out = model.head_forward(&maps);
-    let index = Tensor::from_slice(classes).to_device(images.device());
+    let index = Tensor::from_slice(classes).to_device(patch_maps.device());
     match method {
         CamMethod::Plain => {
             let scores = out
@@ -76,7 +89,6 @@ pub fn heat_maps(
             let Some(patch_logits) = out.patch_logits else {
                 bail!("the model has no patch classifier");
             };
-            let g2 = model.grid() * model.grid();
             let probs = patch_logits.softmax(-1, Kind::Float);
             let per_class = index.view([b, 1, 1]).expand([b, g2, 1], false);
             let conf = probs.gather(2, &per_class, false).squeeze_dim(2); // [B, g²]

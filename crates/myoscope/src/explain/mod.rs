@@ -2,5 +2,7 @@
 //! AI-focused / AI-unfocused images of Kabeya et al.'s visualisation test, overlays, and the
 //! pointing game against known lesion masks.
 pub mod gradcam;
+pub mod job;
+pub mod photos;
 pub mod pointing;
 pub mod render;

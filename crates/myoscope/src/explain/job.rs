@@ -1,0 +1,353 @@
+//! One `explain` run: for every photo, the model's (or ensemble's) probabilities, the heat-map
+//! of the chosen class on the square the model saw, its overlay and focused/unfocused images,
+//! a contact sheet per slide and, where lesion masks exist, the pointing game.
+use super::gradcam::{ensemble_mean, heat_maps, CamMethod};
+use super::photos::{stem_of, PhotoItem};
+use super::pointing::{score, summarise, PhotoScore, PointingSummary};
+use super::render::{contact_sheet, crop_mask, focus_split, overlay, SquareHeat};
+use crate::data::augment::{to_chw, ColourJitter};
+use crate::data::crop::{crop_and_resize, crop_box, Crop};
+use crate::data::decode::load_rgb;
+use crate::training::checkpoint::write_json_atomic;
+use crate::training::LoadedModel;
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// Which class's heat-map to draw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassChoice {
+    Predicted,
+    /// The manifest's label (an error for photos without one).
+    True,
+    Named(String),
+}
+
+pub struct ExplainOptions {
+    pub out: PathBuf,
+    /// The method drawn in the pictures.
+    pub method: CamMethod,
+    pub class: ClassChoice,
+    /// Score both methods against the lesion masks (true class).
+    pub pointing_game: bool,
+    pub progress: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PhotoReport {
+    pub photo: String,
+    pub label: Option<String>,
+    pub slide: Option<String>,
+    pub predicted: String,
+    pub probabilities: BTreeMap<String, f64>,
+    pub explained_class: String,
+    pub overlay: String,
+    pub focused: String,
+    pub unfocused: String,
+    pub heat_map: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExplainReport {
+    pub method: CamMethod,
+    pub models: usize,
+    pub classes: Vec<String>,
+    pub photos: Vec<PhotoReport>,
+    pub pointing_game: Option<BTreeMap<String, PointingSummary>>,
+}
+
+/// The models must agree on what they take and predict (the fold models of one stage do).
+fn check_models(models: &[LoadedModel]) -> Result<()> {
+    let Some(first) = models.first() else {
+        bail!("no model to explain");
+    };
+    for m in &models[1..] {
+        if m.spec.classes != first.spec.classes
+            || m.spec.model.input_size != first.spec.model.input_size
+            || m.spec.model.normalization != first.spec.model.normalization
+        {
+            bail!("the ensemble's models differ in classes, input size or normalisation");
+        }
+    }
+    Ok(())
+}
+
+pub fn run(
+    models: &[LoadedModel],
+    items: &[PhotoItem],
+    opts: &ExplainOptions,
+) -> Result<ExplainReport> {
+    check_models(models)?;
+    let spec = &models[0].spec;
+    let classes = spec.classes.clone();
+    let class_index = |name: &str| -> Result<i64> {
+        classes
+            .iter()
+            .position(|c| c == name)
+            .map(|i| i as i64)
+            .with_context(|| {
+                format!(
+                    "class '{name}' is not one of the model's classes ({})",
+                    classes.join(", ")
+                )
+            })
+    };
+    if let ClassChoice::Named(n) = &opts.class {
+        class_index(n)?;
+    }
+    let photo_dir = opts.out.join("photos");
+    std::fs::create_dir_all(&photo_dir)
+        .with_context(|| format!("cannot create {}", photo_dir.display()))?;
+
+    let bar = progress_bar(items.len() as u64, opts.progress);
+    let mut photos = Vec::new();
+    let mut sheets: BTreeMap<String, Vec<image::RgbImage>> = BTreeMap::new();
+    let mut scores: BTreeMap<&'static str, Vec<PhotoScore>> = BTreeMap::new();
+    for item in items {
+        bar.set_message(item.key.clone());
+        let prepared = Prepared::load(item, models)?;
+        let probs = prepared.probabilities(models)?;
+        let predicted = argmax(&probs);
+        let explained = match &opts.class {
+            ClassChoice::Predicted => predicted as i64,
+            ClassChoice::Named(n) => class_index(n)?,
+            ClassChoice::True => match &item.label {
+                Some(l) => class_index(l)?,
+                None => bail!(
+                    "{} has no label; --class true needs a manifest label column",
+                    item.key
+                ),
+            },
+        };
+        let heat = prepared.heat(models, explained, opts.method)?;
+        let stem = stem_of(&item.key);
+        let files = write_pictures(&photo_dir, &stem, &prepared.square, &heat)?;
+        if let Some(slide) = &item.slide {
+            let thumb = image::imageops::resize(
+                &image::open(photo_dir.join(&files[0]))?.to_rgb8(),
+                256,
+                256,
+                image::imageops::FilterType::Triangle,
+            );
+            sheets.entry(slide.clone()).or_default().push(thumb);
+        }
+        if opts.pointing_game {
+            if let (Some(mask_path), Some(label)) = (&item.mask, &item.label) {
+                let truth = class_index(label)?;
+                let mask = image::open(mask_path)
+                    .with_context(|| format!("cannot read lesion mask {}", mask_path.display()))?
+                    .to_luma8();
+                if mask.dimensions() != prepared.photo_size {
+                    bail!(
+                        "lesion mask {} is {:?}, its photo {:?}",
+                        mask_path.display(),
+                        mask.dimensions(),
+                        prepared.photo_size
+                    );
+                }
+                let (x, y, side) = prepared.crop;
+                let mask = crop_mask(&mask, x, y, side);
+                for method in [CamMethod::PatchWeighted, CamMethod::Plain] {
+                    if method == CamMethod::PatchWeighted && spec.model.grid < 2 {
+                        continue;
+                    }
+                    let h = if method == opts.method && truth == explained {
+                        heat.clone()
+                    } else {
+                        prepared.heat(models, truth, method)?
+                    };
+                    if let Some(s) = score(&h, &mask) {
+                        scores.entry(method.name()).or_default().push(s);
+                    }
+                }
+            }
+        }
+        photos.push(PhotoReport {
+            photo: item.key.clone(),
+            label: item.label.clone(),
+            slide: item.slide.clone(),
+            predicted: classes[predicted].clone(),
+            probabilities: classes.iter().cloned().zip(probs.iter().copied()).collect(),
+            explained_class: classes[explained as usize].clone(),
+            overlay: format!("photos/{}", files[0]),
+            focused: format!("photos/{}", files[1]),
+            unfocused: format!("photos/{}", files[2]),
+            heat_map: format!("photos/{}", files[3]),
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    if !sheets.is_empty() {
+        let dir = opts.out.join("slides");
+        std::fs::create_dir_all(&dir)?;
+        for (slide, tiles) in &sheets {
+            if let Some(sheet) = contact_sheet(tiles, 4) {
+                sheet.save(dir.join(format!("{}.png", stem_of(slide))))?;
+            }
+        }
+    }
+    let pointing_game = opts.pointing_game.then(|| {
+        scores
+            .iter()
+            .map(|(m, s)| (m.to_string(), summarise(s)))
+            .collect::<BTreeMap<_, _>>()
+    });
+    let report = ExplainReport {
+        method: opts.method,
+        models: models.len(),
+        classes,
+        photos,
+        pointing_game,
+    };
+    write_json_atomic(&opts.out.join("explain.json"), &report)?;
+    if let Some(pg) = &report.pointing_game {
+        write_pointing_json(&opts.out, pg)?;
+    }
+    Ok(report)
+}
+
+/// `pointing_game.json`: per method, plus the patch-weighted figures at the top level (the
+/// method of the paper) when the model has a patch grid.
+fn write_pointing_json(out: &Path, pg: &BTreeMap<String, PointingSummary>) -> Result<()> {
+    let mut doc = serde_json::Map::new();
+    let main = pg.get("patch-weighted").or_else(|| pg.get("plain"));
+    if let Some(m) = main {
+        doc.insert(
+            "method".into(),
+            (if pg.contains_key("patch-weighted") {
+                "patch-weighted"
+            } else {
+                "plain"
+            })
+            .into(),
+        );
+        doc.insert("hit_rate".into(), m.hit_rate.into());
+        doc.insert("mean_mass_inside".into(), m.mean_mass_inside.into());
+        doc.insert("photos".into(), m.photos.into());
+    }
+    for (k, v) in pg {
+        doc.insert(k.replace('-', "_"), serde_json::to_value(v)?);
+    }
+    write_json_atomic(
+        &out.join("pointing_game.json"),
+        &serde_json::Value::Object(doc),
+    )
+}
+
+/// A photo decoded, cropped and normalised for the models.
+struct Prepared {
+    photo_size: (u32, u32),
+    crop: (u32, u32, u32),
+    square: image::RgbImage,
+    input: Tensor,
+}
+
+impl Prepared {
+    fn load(item: &PhotoItem, models: &[LoadedModel]) -> Result<Self> {
+        let spec = &models[0].spec.model;
+        let img = load_rgb(&item.path)?;
+        let (w, h) = img.dimensions();
+        let min_side = (spec.grid * 8) as u32;
+        if w.min(h) < min_side {
+            bail!(
+                "{} is {w}×{h}: too small for a {}×{} patch grid (the short side needs at least {min_side} pixels)",
+                item.path.display(),
+                spec.grid,
+                spec.grid
+            );
+        }
+        let crop = crop_box(w, h, Crop::Centre);
+        let square = image::imageops::crop_imm(&img, crop.0, crop.1, crop.2, crop.2).to_image();
+        let s = spec.input_size as u32;
+        let resized = crop_and_resize(&img, Crop::Centre, s);
+        let chw = to_chw(&resized, ColourJitter::NONE, &spec.normalization);
+        let input = Tensor::from_slice(&chw).view([1, 3, s as i64, s as i64]);
+        Ok(Self {
+            photo_size: (w, h),
+            crop,
+            square,
+            input,
+        })
+    }
+
+    /// Mean of the models' class probabilities.
+    fn probabilities(&self, models: &[LoadedModel]) -> Result<Vec<f64>> {
+        let mut sum: Option<Tensor> = None;
+        for m in models {
+            let p = m
+                .probabilities(&self.input)
+                .view([-1])
+                .to_kind(Kind::Double);
+            sum = Some(match sum {
+                Some(s) => s + p,
+                None => p,
+            });
+        }
+        let mean = sum.context("no model")? / models.len() as f64;
+        Ok(Vec::<f64>::try_from(mean)?)
+    }
+
+    fn heat(&self, models: &[LoadedModel], class: i64, method: CamMethod) -> Result<SquareHeat> {
+        let maps = models
+            .iter()
+            .map(|m| {
+                let x = self.input.to_device(m.vs.device());
+                heat_maps(&m.net, &x, &[class], method).map(|h| h.to_device(tch::Device::Cpu))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let map = if maps.len() == 1 {
+            maps[0].shallow_clone()
+        } else {
+            ensemble_mean(&maps)?
+        };
+        SquareHeat::from_map(&map.get(0), self.crop.2)
+    }
+}
+
+/// Overlay, focused, unfocused and 16-bit heat-map files for one photo (names returned).
+fn write_pictures(
+    dir: &Path,
+    stem: &str,
+    square: &image::RgbImage,
+    heat: &SquareHeat,
+) -> Result<[String; 4]> {
+    let names = [
+        format!("{stem}_overlay.png"),
+        format!("{stem}_focused.png"),
+        format!("{stem}_unfocused.png"),
+        format!("{stem}_heat16.png"),
+    ];
+    let save = |name: &str, img: &image::RgbImage| {
+        img.save(dir.join(name))
+            .with_context(|| format!("cannot write {}", dir.join(name).display()))
+    };
+    save(&names[0], &overlay(square, heat, 0.45)?)?;
+    let (focused, unfocused) = focus_split(square, heat)?;
+    save(&names[1], &focused)?;
+    save(&names[2], &unfocused)?;
+    heat.to_png16()
+        .save(dir.join(&names[3]))
+        .with_context(|| format!("cannot write {}", dir.join(&names[3]).display()))?;
+    Ok(names)
+}
+
+fn argmax(v: &[f64]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+}
+
+fn progress_bar(n: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n);
+    if let Ok(style) = ProgressStyle::with_template("explain {bar:30} {pos}/{len} photos {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
