@@ -377,3 +377,131 @@ fn weights_commands_refuse_bad_files_and_leave_the_registry_clean() {
     let out = myoscope(&["weights", "--registry", &reg_s, "show", "nothing-here"]);
     fails_with(&out, "no weights named 'nothing-here'");
 }
+
+#[test]
+fn explain_writes_heat_maps_masks_and_the_pointing_game() {
+    let dir = common::scratch("cli-explain");
+    let manifest = common::tiny_synthetic(&dir.join("data"));
+    let cfg = write_config(&dir, &manifest, "");
+    let run = dir.join("run").display().to_string();
+    let out = myoscope(&[
+        "train", "--config", &cfg, "--out", &run, "--quiet", "--epochs", "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = manifest.display().to_string();
+    let e = dir.join("explain");
+    let e_s = e.display().to_string();
+    let out = myoscope(&[
+        "explain",
+        "--model",
+        &run,
+        "--manifest",
+        &m,
+        "--pointing-game",
+        "--out",
+        &e_s,
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(e.join("pointing_game.json")).unwrap())
+            .unwrap();
+    let hit = pg["hit_rate"].as_f64().unwrap();
+    assert!(
+        (0.0..=1.0).contains(&hit) && pg["plain"]["photos"].as_u64().unwrap() > 0,
+        "{pg}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(e.join("explain.json")).unwrap()).unwrap();
+    let photos = report["photos"].as_array().unwrap();
+    assert_eq!(photos.len(), 16);
+    for key in ["overlay", "focused", "unfocused", "heat_map"] {
+        let f = e.join(photos[0][key].as_str().unwrap());
+        assert!(f.is_file(), "{} missing", f.display());
+    }
+    assert!(
+        e.join("slides").read_dir().unwrap().count() > 0,
+        "no contact sheets"
+    );
+
+    // An earlier layer works; an unknown one lists the valid names.
+    let out = myoscope(&[
+        "explain",
+        "--model",
+        &run,
+        "--manifest",
+        &m,
+        "--layer",
+        "denseblock2",
+        "--out",
+        &e_s,
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fails_with(
+        &myoscope(&[
+            "explain",
+            "--model",
+            &run,
+            "--manifest",
+            &m,
+            "--layer",
+            "layer4",
+            "--out",
+            &e_s,
+        ]),
+        "denseblock1",
+    );
+    fails_with(
+        &myoscope(&[
+            "explain",
+            "--model",
+            &run,
+            "--manifest",
+            &m,
+            "--class",
+            "tumour",
+            "--out",
+            &e_s,
+        ]),
+        "not one of the model's classes",
+    );
+    let photo = dir.join("data").join(photos[0]["photo"].as_str().unwrap());
+    fails_with(
+        &myoscope(&[
+            "explain",
+            "--model",
+            &run,
+            &photo.display().to_string(),
+            "--pointing-game",
+            "--out",
+            &e_s,
+        ]),
+        "lesion masks",
+    );
+    let tiny = dir.join("tiny.png");
+    image::RgbImage::new(6, 6).save(&tiny).unwrap();
+    fails_with(
+        &myoscope(&[
+            "explain",
+            "--model",
+            &run,
+            &tiny.display().to_string(),
+            "--out",
+            &e_s,
+        ]),
+        "too small",
+    );
+}

@@ -31,6 +31,9 @@ pub struct ExplainArgs {
     /// Heat-map method drawn in the pictures (patch-weighted needs a patch grid).
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
+    /// Trunk layer for the heat-map (default: the last feature map); a wrong name lists them.
+    #[arg(long)]
+    pub layer: Option<String>,
     /// Class to explain: `predicted`, `true` (the manifest label) or a class name.
     #[arg(long, default_value = "predicted")]
     pub class: String,
@@ -121,14 +124,16 @@ pub fn run(a: ExplainArgs) -> Result<()> {
             out: a.out.clone(),
             method,
             class,
+            layer: a.layer.clone(),
             pointing_game: a.pointing_game,
             progress: !a.quiet,
         },
     )?;
     println!(
-        "{} photos explained with {} Grad-CAM ({} model{}) → {}",
+        "{} photos explained with {} Grad-CAM at layer {} ({} model{}) → {}",
         report.photos.len(),
         method.name(),
+        report.layer,
         report.models,
         if report.models == 1 { "" } else { "s" },
         display(&a.out.join("photos"))

@@ -54,8 +54,58 @@ pub fn heat_maps_from_maps(
     classes: &[i64],
     method: CamMethod,
 ) -> Result<Tensor> {
-    let g2 = model.grid() * model.grid();
-    let b = patch_maps.size()[0] / g2;
+    let maps = patch_maps.detach().set_requires_grad(true);
+    let out = model.head_forward(&maps);
+    let (target, share) = target_of(model, &out, classes, method)?;
+    let grads = Tensor::run_backward(&[target], &[&maps], false, false);
+    Ok(cam(model, &maps.detach(), &grads[0], share.as_ref()))
+}
+
+/// Heat-maps at a named trunk layer (`explain --layer`; [`AggregatedClassifier::layer_names`]
+/// lists them). The score is differentiated back through the rest of the trunk to that
+/// layer's patch maps; the last layer gives what [`heat_maps`] gives.
+pub fn heat_maps_at_layer(
+    model: &AggregatedClassifier,
+    images: &Tensor,
+    classes: &[i64],
+    method: CamMethod,
+    layer: &str,
+) -> Result<Tensor> {
+    let names = model.layer_names();
+    let Some(index) = names.iter().position(|n| n == layer) else {
+        bail!(
+            "the trunk has no layer '{layer}'; its layers are: {}",
+            names.join(", ")
+        );
+    };
+    if index + 1 == names.len() {
+        return heat_maps(model, images, classes, method);
+    }
+    // Parameters are frozen for inference, so the input carries the graph.
+    let input = images.detach().set_requires_grad(true);
+    let maps = model.patch_feature_maps(&input, false);
+    let (Some(a), Some(last)) = (maps.get(index), maps.last()) else {
+        bail!(
+            "the trunk returned {} maps for {} layer names",
+            maps.len(),
+            names.len()
+        );
+    };
+    let out = model.head_forward(last);
+    let (target, share) = target_of(model, &out, classes, method)?;
+    let grads = Tensor::run_backward(&[target], &[a], false, false);
+    Ok(cam(model, &a.detach(), &grads[0], share.as_ref()))
+}
+
+/// The scalar whose gradient is taken, and for the patch-weighted method each patch's share
+/// of the class confidence [B, g²] (a constant: the paper weights the gradient by it).
+fn target_of(
+    model: &AggregatedClassifier,
+    out: &crate::models::AggregatedOutput,
+    classes: &[i64],
+    method: CamMethod,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let b = out.logits.size()[0];
     if classes.len() as i64 != b {
         bail!("{} classes for {b} images", classes.len());
     }
@@ -65,44 +115,50 @@ pub fn heat_maps_from_maps(
             model.num_classes()
         );
     }
-    if method == CamMethod::PatchWeighted && model.grid() < 2 {
-        bail!("patch-weighted Grad-CAM needs a patch grid (this model has grid 1); use the plain method");
-    }
-    let maps = patch_maps.detach().set_requires_grad(true);
-    let out = model.head_forward(&maps);
-    let index = Tensor::from_slice(classes).to_device(patch_maps.device());
+    let index = Tensor::from_slice(classes).to_device(out.logits.device());
     match method {
         CamMethod::Plain => {
-            let scores = out
+            let score = out
                 .logits
                 .gather(1, &index.unsqueeze(1), false)
                 .sum(Kind::Float);
-            let grads = Tensor::run_backward(&[scores], &[&maps], false, false);
-            let a = model.stitch_mosaic(&maps.detach());
-            let g = model.stitch_mosaic(&grads[0]);
-            let alpha = g.mean_dim(&[2i64, 3][..], true, Kind::Float);
-            Ok((alpha * a)
-                .sum_dim_intlist(&[1i64][..], false, Kind::Float)
-                .relu())
+            Ok((score, None))
         }
         CamMethod::PatchWeighted => {
-            let Some(patch_logits) = out.patch_logits else {
-                bail!("the model has no patch classifier");
+            let Some(patch_logits) = &out.patch_logits else {
+                bail!("patch-weighted Grad-CAM needs a patch grid (this model has grid 1); use the plain method");
             };
+            let g2 = model.grid() * model.grid();
             let probs = patch_logits.softmax(-1, Kind::Float);
             let per_class = index.view([b, 1, 1]).expand([b, g2, 1], false);
             let conf = probs.gather(2, &per_class, false).squeeze_dim(2); // [B, g²]
             let share = (&conf / conf.sum_dim_intlist(&[1i64][..], true, Kind::Float)).detach();
-            // Patch k's confidence depends only on A_k, so one backward pass of their sum
-            // yields every ∂y_k/∂A_k at once.
-            let grads = Tensor::run_backward(&[conf.sum(Kind::Float)], &[&maps], false, false);
-            let a = maps.detach();
-            let alpha = grads[0].mean_dim(&[2i64, 3][..], true, Kind::Float)
-                * share.view([b * g2, 1, 1, 1]);
-            let per_patch = (alpha * &a)
+            // Patch k's confidence depends only on its own maps, so one backward pass of the
+            // sum yields every ∂y_k/∂A_k at once.
+            Ok((conf.sum(Kind::Float), Some(share)))
+        }
+    }
+}
+
+/// Channel weights from the gradients, weighted maps, ReLU, stitched: [B, g·h, g·w].
+fn cam(model: &AggregatedClassifier, a: &Tensor, grads: &Tensor, share: Option<&Tensor>) -> Tensor {
+    match share {
+        None => {
+            let a = model.stitch_mosaic(a);
+            let g = model.stitch_mosaic(grads);
+            let alpha = g.mean_dim(&[2i64, 3][..], true, Kind::Float);
+            (alpha * a)
+                .sum_dim_intlist(&[1i64][..], false, Kind::Float)
+                .relu()
+        }
+        Some(share) => {
+            let n = a.size()[0];
+            let alpha =
+                grads.mean_dim(&[2i64, 3][..], true, Kind::Float) * share.view([n, 1, 1, 1]);
+            let per_patch = (alpha * a)
                 .sum_dim_intlist(&[1i64][..], true, Kind::Float)
                 .relu();
-            Ok(model.stitch_mosaic(&per_patch).squeeze_dim(1))
+            model.stitch_mosaic(&per_patch).squeeze_dim(1)
         }
     }
 }
@@ -194,6 +250,43 @@ mod tests {
             .stitch_mosaic(&Tensor::stack(&per_patch, 0))
             .squeeze_dim(1);
         assert!(got.allclose(&want, 1e-6, 1e-7, false), "{got} vs {want}");
+    }
+
+    /// At the last layer the layer path equals the leaf path; at an earlier layer the map has
+    /// that layer's (finer) resolution.
+    #[test]
+    fn maps_at_named_layers() {
+        let (_vs, m) = model(2);
+        let xs = Tensor::randn([1, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let names = m.layer_names();
+        assert_eq!(
+            names,
+            [
+                "stem",
+                "denseblock1",
+                "transition1",
+                "denseblock2",
+                "transition2",
+                "denseblock3",
+                "norm5"
+            ]
+        );
+        for method in [CamMethod::Plain, CamMethod::PatchWeighted] {
+            let last = heat_maps(&m, &xs, &[1], method).unwrap();
+            let via = heat_maps_at_layer(&m, &xs, &[1], method, "norm5").unwrap();
+            assert!(last.allclose(&via, 1e-6, 1e-7, false));
+            let early = heat_maps_at_layer(&m, &xs, &[1], method, "denseblock2").unwrap();
+            // 32² patches: stride-2 stem, one transition → 8² per patch, 16² stitched.
+            assert_eq!(early.size(), [1, 16, 16], "{method:?}");
+            assert!(early.max().double_value(&[]) > 0.0);
+        }
+        let err = heat_maps_at_layer(&m, &xs, &[1], CamMethod::Plain, "layer9")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("denseblock1") && err.contains("norm5"),
+            "{err}"
+        );
     }
 
     #[test]

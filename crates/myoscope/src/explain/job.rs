@@ -1,7 +1,7 @@
 //! One `explain` run: for every photo, the model's (or ensemble's) probabilities, the heat-map
 //! of the chosen class on the square the model saw, its overlay and focused/unfocused images,
 //! a contact sheet per slide and, where lesion masks exist, the pointing game.
-use super::gradcam::{ensemble_mean, heat_maps, CamMethod};
+use super::gradcam::{ensemble_mean, heat_maps, heat_maps_at_layer, CamMethod};
 use super::photos::{stem_of, PhotoItem};
 use super::pointing::{score, summarise, PhotoScore, PointingSummary};
 use super::render::{contact_sheet, crop_mask, focus_split, overlay, SquareHeat};
@@ -31,6 +31,8 @@ pub struct ExplainOptions {
     /// The method drawn in the pictures.
     pub method: CamMethod,
     pub class: ClassChoice,
+    /// Trunk layer to take the maps from (default: the last).
+    pub layer: Option<String>,
     /// Score both methods against the lesion masks (true class).
     pub pointing_game: bool,
     pub progress: bool,
@@ -53,6 +55,7 @@ pub struct PhotoReport {
 #[derive(Debug, Serialize)]
 pub struct ExplainReport {
     pub method: CamMethod,
+    pub layer: String,
     pub models: usize,
     pub classes: Vec<String>,
     pub photos: Vec<PhotoReport>,
@@ -98,6 +101,16 @@ pub fn run(
     if let ClassChoice::Named(n) = &opts.class {
         class_index(n)?;
     }
+    let layers = models[0].net.layer_names();
+    let layer = match &opts.layer {
+        Some(l) if !layers.contains(l) => bail!(
+            "--layer {l}: the {} trunk has the layers {}",
+            spec.model.arch,
+            layers.join(", ")
+        ),
+        Some(l) => l.clone(),
+        None => layers.last().cloned().unwrap_or_default(),
+    };
     let photo_dir = opts.out.join("photos");
     std::fs::create_dir_all(&photo_dir)
         .with_context(|| format!("cannot create {}", photo_dir.display()))?;
@@ -122,7 +135,7 @@ pub fn run(
                 ),
             },
         };
-        let heat = prepared.heat(models, explained, opts.method)?;
+        let heat = prepared.heat(models, explained, opts.method, &layer)?;
         let stem = stem_of(&item.key);
         let files = write_pictures(&photo_dir, &stem, &prepared.square, &heat)?;
         if let Some(slide) = &item.slide {
@@ -157,7 +170,7 @@ pub fn run(
                     let h = if method == opts.method && truth == explained {
                         heat.clone()
                     } else {
-                        prepared.heat(models, truth, method)?
+                        prepared.heat(models, truth, method, &layer)?
                     };
                     if let Some(s) = score(&h, &mask) {
                         scores.entry(method.name()).or_default().push(s);
@@ -198,6 +211,7 @@ pub fn run(
     });
     let report = ExplainReport {
         method: opts.method,
+        layer,
         models: models.len(),
         classes,
         photos,
@@ -291,12 +305,24 @@ impl Prepared {
         Ok(Vec::<f64>::try_from(mean)?)
     }
 
-    fn heat(&self, models: &[LoadedModel], class: i64, method: CamMethod) -> Result<SquareHeat> {
+    fn heat(
+        &self,
+        models: &[LoadedModel],
+        class: i64,
+        method: CamMethod,
+        layer: &str,
+    ) -> Result<SquareHeat> {
         let maps = models
             .iter()
             .map(|m| {
                 let x = self.input.to_device(m.vs.device());
-                heat_maps(&m.net, &x, &[class], method).map(|h| h.to_device(tch::Device::Cpu))
+                let last = m.net.layer_names().last().is_some_and(|l| l == layer);
+                let h = if last {
+                    heat_maps(&m.net, &x, &[class], method)
+                } else {
+                    heat_maps_at_layer(&m.net, &x, &[class], method, layer)
+                };
+                h.map(|h| h.to_device(tch::Device::Cpu))
             })
             .collect::<Result<Vec<_>>>()?;
         let map = if maps.len() == 1 {

@@ -114,6 +114,16 @@ impl AggregatedClassifier {
         self.trunk.features(&self.split_patches(xs), train)
     }
 
+    /// The trunk's named layers (for Grad-CAM at a chosen layer); the last is its output.
+    pub fn layer_names(&self) -> Vec<String> {
+        self.trunk.layer_names()
+    }
+
+    /// The trunk's named maps on all patches [B·g·g, C_l, h_l, w_l], one graph.
+    pub fn patch_feature_maps(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        self.trunk.feature_maps(&self.split_patches(xs), train)
+    }
+
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> AggregatedOutput {
         self.head_forward(&self.patch_maps(xs, train))
     }

@@ -164,11 +164,17 @@ impl DenseNet {
     }
 }
 
-impl Backbone for DenseNet {
-    fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+impl DenseNet {
+    /// Every stage's output in forward order: stem, then dense blocks and transitions, then
+    /// the final norm + ReLU (the trunk's output).
+    fn forward_all(&self, xs: &Tensor, train: bool, keep: bool) -> Vec<Tensor> {
+        let mut kept = Vec::new();
         let mut ys = self.norm0.forward_t(&xs.apply(&self.conv0), train).relu();
         if self.imagenet_stem {
             ys = ys.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        }
+        if keep {
+            kept.push(ys.shallow_clone());
         }
         for stage in &self.stages {
             ys = match stage {
@@ -189,8 +195,44 @@ impl Backbone for DenseNet {
                     .apply(&t.conv)
                     .avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>),
             };
+            if keep {
+                kept.push(ys.shallow_clone());
+            }
         }
-        self.norm5.forward_t(&ys, train).relu()
+        kept.push(self.norm5.forward_t(&ys, train).relu());
+        kept
+    }
+}
+
+impl Backbone for DenseNet {
+    fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut all = self.forward_all(xs, train, false);
+        all.pop().unwrap_or_else(|| xs.shallow_clone())
+    }
+
+    /// torchvision's module names: `stem` (conv0/norm0), `denseblockN`, `transitionN`, and
+    /// `norm5` (after its ReLU), the trunk's output.
+    fn layer_names(&self) -> Vec<String> {
+        let mut names = vec!["stem".to_string()];
+        let (mut block, mut transition) = (0, 0);
+        for stage in &self.stages {
+            names.push(match stage {
+                Stage::Block(_) => {
+                    block += 1;
+                    format!("denseblock{block}")
+                }
+                Stage::Transition(_) => {
+                    transition += 1;
+                    format!("transition{transition}")
+                }
+            });
+        }
+        names.push("norm5".into());
+        names
+    }
+
+    fn feature_maps(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        self.forward_all(xs, train, true)
     }
 
     fn out_channels(&self) -> i64 {

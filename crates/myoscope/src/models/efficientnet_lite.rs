@@ -192,6 +192,14 @@ impl Backbone for EfficientNetLite {
         self.trunk.features(xs, train)
     }
 
+    fn layer_names(&self) -> Vec<String> {
+        self.trunk.layer_names()
+    }
+
+    fn feature_maps(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        self.trunk.feature_maps(xs, train)
+    }
+
     fn out_channels(&self) -> i64 {
         HEAD_CHANNELS
     }

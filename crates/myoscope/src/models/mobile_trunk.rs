@@ -49,6 +49,22 @@ impl MobileTrunk {
         outs
     }
 
+    /// `stem`, `stage1`…`stageN`, `head` (the widening 1×1: the trunk's output).
+    pub fn layer_names(&self) -> Vec<String> {
+        let mut names = vec!["stem".to_string()];
+        names.extend((1..=self.stages.len()).map(|i| format!("stage{i}")));
+        names.push("head".into());
+        names
+    }
+
+    /// The maps named by [`MobileTrunk::layer_names`], from one forward pass.
+    pub fn feature_maps(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut maps = self.stages(xs, train);
+        let last = maps.last().map(|t| self.head.forward_t(t, train));
+        maps.extend(last);
+        maps
+    }
+
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut ys = self.stem.forward_t(xs, train);
         for block in self.stages.iter().flatten() {

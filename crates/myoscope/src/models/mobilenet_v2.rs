@@ -115,6 +115,14 @@ impl Backbone for MobileNetV2 {
         self.trunk.features(xs, train)
     }
 
+    fn layer_names(&self) -> Vec<String> {
+        self.trunk.layer_names()
+    }
+
+    fn feature_maps(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        self.trunk.feature_maps(xs, train)
+    }
+
     fn out_channels(&self) -> i64 {
         LAST_CHANNELS
     }

@@ -147,6 +147,24 @@ mod tests {
     }
 
     #[test]
+    fn every_trunk_names_its_layers_and_ends_with_its_features() {
+        for (name, _) in ARCHITECTURES {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let trunk = build_backbone(name, &vs.root(), 3).unwrap();
+            let xs = Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu));
+            let maps = tch::no_grad(|| trunk.feature_maps(&xs, false));
+            let names = trunk.layer_names();
+            assert_eq!(maps.len(), names.len(), "{name}: {names:?}");
+            assert!(names.len() > 3, "{name} exposes too few layers: {names:?}");
+            let features = tch::no_grad(|| trunk.features(&xs, false));
+            assert!(
+                maps.last().unwrap().allclose(&features, 1e-6, 1e-6, false),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn densenet121_maps_a_160_patch_to_5x5() {
         let vs = nn::VarStore::new(Device::Cpu);
         let trunk = build_backbone("densenet121", &vs.root(), 3).unwrap();

@@ -189,6 +189,16 @@ impl Backbone for ResNet {
         ys
     }
 
+    fn layer_names(&self) -> Vec<String> {
+        let mut names = vec!["stem".to_string()];
+        names.extend((1..=self.layers.len()).map(|i| format!("layer{i}")));
+        names
+    }
+
+    fn feature_maps(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        self.stages(xs, train)
+    }
+
     fn out_channels(&self) -> i64 {
         self.stage_channels[self.stage_channels.len() - 1]
     }
