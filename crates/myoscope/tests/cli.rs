@@ -272,6 +272,35 @@ fn cv_fold_jobs_merge_evaluate_and_diagnose_from_the_command_line() {
     ] {
         assert!(ens.join("evaluation").join(picture).is_file(), "{picture}");
     }
+    // The report with the test photos' heat-maps, focused and unfocused images.
+    let hm = dir.join("eval-heatmaps");
+    let ev = myoscope(&[
+        "evaluate",
+        "--ensemble",
+        &ens_s,
+        "--out",
+        &hm.display().to_string(),
+        "--heatmaps",
+        "3",
+        "--quiet",
+    ]);
+    assert!(
+        ev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ev.stderr)
+    );
+    let html = std::fs::read_to_string(hm.join("report.html")).unwrap();
+    assert!(
+        html.contains("Heat-maps (patch-weighted Grad-CAM"),
+        "no heat-map section"
+    );
+    assert_eq!(html.matches("_focused.png").count(), 3);
+    assert_eq!(
+        std::fs::read_dir(hm.join("heatmaps/photos"))
+            .unwrap()
+            .count(),
+        12
+    );
 
     // One slide's photos in a folder of their own: the folder is the slide.
     let slide = dir.join("slide_000");

@@ -98,6 +98,7 @@ pub fn run_cli(a: CvArgs) -> Result<()> {
                     device,
                     16,
                     !a.quiet,
+                    0,
                 )?;
                 println!("report: {}", report.display());
             }

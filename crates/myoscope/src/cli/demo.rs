@@ -232,7 +232,7 @@ fn run_protocol(a: &DemoArgs, manifest: &Path, folds: usize, t0: std::time::Inst
         stop_after: None,
     })?;
     let device = crate::device::parse_device(&a.device)?;
-    let report = super::evaluate::evaluate_to(&ensemble_dir, &a.out, device, 16, !a.quiet)?;
+    let report = super::evaluate::evaluate_to(&ensemble_dir, &a.out, device, 16, !a.quiet, 8)?;
     println!("protocol finished in {:.0} s", t0.elapsed().as_secs_f64());
     println!("results in {}:", a.out.display());
     println!(

@@ -19,13 +19,24 @@ pub struct EvaluateArgs {
     pub device: String,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Also draw patch-weighted Grad-CAM heat-maps of this many test photos (spread over the
+    /// classes) into report.html, with their AI-focused and AI-unfocused images.
+    #[arg(long, default_value_t = 0)]
+    pub heatmaps: usize,
     #[arg(long)]
     pub quiet: bool,
 }
 
 pub fn run(a: EvaluateArgs) -> Result<()> {
     let device = crate::device::parse_device(&a.device)?;
-    let report = evaluate_to(&a.ensemble, &a.out, device, a.batch_size, !a.quiet)?;
+    let report = evaluate_to(
+        &a.ensemble,
+        &a.out,
+        device,
+        a.batch_size,
+        !a.quiet,
+        a.heatmaps,
+    )?;
     println!("report: {}", report.display());
     Ok(())
 }
@@ -38,6 +49,7 @@ pub fn evaluate_to(
     device: tch::Device,
     batch_size: usize,
     progress: bool,
+    heatmaps: usize,
 ) -> Result<PathBuf> {
     let ens = Ensemble::open(dir)?;
     let plan = Plan::open(dir)?;
@@ -51,7 +63,71 @@ pub fn evaluate_to(
         },
     )?;
     print_summary(&metrics);
-    crate::evaluation::report::write_all(out, &metrics)
+    let explained = if heatmaps > 0 {
+        Some(explain_test_photos(
+            &ens, &plan, out, device, heatmaps, progress,
+        )?)
+    } else {
+        None
+    };
+    crate::evaluation::report::write_all_with(out, &metrics, explained.as_ref())
+}
+
+/// Heat-maps of `n` test photos of the first stage, taken round-robin over the classes so
+/// every class is shown, written to `out/heatmaps`.
+fn explain_test_photos(
+    ens: &Ensemble,
+    plan: &Plan,
+    out: &Path,
+    device: tch::Device,
+    n: usize,
+    progress: bool,
+) -> Result<crate::explain::job::ExplainReport> {
+    use crate::explain::{gradcam::CamMethod, job, photos::PhotoItem};
+    let stage = &ens.manifest.stages[0].stage.name;
+    let models = ens.load_stage(stage, device)?;
+    let ds = plan.test_photos();
+    let mut by_class: Vec<Vec<&crate::data::Sample>> = vec![Vec::new(); ds.classes.len()];
+    for s in &ds.samples {
+        by_class[s.label].push(s);
+    }
+    let mut picked = Vec::new();
+    for round in 0.. {
+        let before = picked.len();
+        for class in &by_class {
+            if picked.len() < n {
+                if let Some(s) = class.get(round) {
+                    picked.push(PhotoItem {
+                        path: s.path.clone(),
+                        key: s.rel_path.clone(),
+                        label: ds.labelled.then(|| ds.classes[s.label].clone()),
+                        slide: None,
+                        mask: None,
+                    });
+                }
+            }
+        }
+        if picked.len() == before || picked.len() >= n {
+            break;
+        }
+    }
+    let grid = models[0].spec.model.grid;
+    job::run(
+        &models,
+        &picked,
+        &job::ExplainOptions {
+            out: out.join("heatmaps"),
+            method: if grid > 1 {
+                CamMethod::PatchWeighted
+            } else {
+                CamMethod::Plain
+            },
+            class: job::ClassChoice::Predicted,
+            layer: None,
+            pointing_game: false,
+            progress,
+        },
+    )
 }
 
 fn print_summary(m: &CvMetrics) {

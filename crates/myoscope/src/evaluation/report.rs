@@ -12,6 +12,16 @@ use std::path::{Path, PathBuf};
 
 /// Writes everything into `out` and returns the report's path.
 pub fn write_all(out: &Path, metrics: &CvMetrics) -> Result<PathBuf> {
+    write_all_with(out, metrics, None)
+}
+
+/// [`write_all`] with the test photos' heat-maps (from `explain`, written under `out`) shown
+/// at the end of the report.
+pub fn write_all_with(
+    out: &Path,
+    metrics: &CvMetrics,
+    heat_maps: Option<&crate::explain::job::ExplainReport>,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(out)?;
     write_json_atomic(&out.join("metrics.json"), metrics)?;
     let mut html = Page::new("myoscope evaluation");
@@ -22,6 +32,9 @@ pub fn write_all(out: &Path, metrics: &CvMetrics) -> Result<PathBuf> {
     }
     if let Some(t) = &metrics.two_step {
         html.two_step(t);
+    }
+    if let Some(h) = heat_maps {
+        html.heat_maps(h);
     }
     let path = out.join("report.html");
     write_atomic(&path, html.finish().as_bytes())?;
@@ -261,6 +274,38 @@ impl Page {
             );
         }
         let _ = writeln!(b, "</div>");
+    }
+
+    /// Overlay, AI-focused and AI-unfocused image per explained photo; paths are relative to
+    /// the report's folder (`heatmaps/photos/…`).
+    fn heat_maps(&mut self, h: &crate::explain::job::ExplainReport) {
+        let b = &mut self.body;
+        let _ = writeln!(
+            b,
+            "<h2>Heat-maps ({} Grad-CAM at layer {}, {} model(s))</h2><p class=note>Left to right: heat-map over the centre square, AI-focused (pixels above the map's median), AI-unfocused (the rest).</p>",
+            h.method.name(),
+            esc(&h.layer),
+            h.models
+        );
+        for p in &h.photos {
+            let prob = p
+                .probabilities
+                .get(&p.predicted)
+                .copied()
+                .unwrap_or(f64::NAN);
+            let _ = writeln!(
+                b,
+                "<figure><img src=\"heatmaps/{}\" width=200> <img src=\"heatmaps/{}\" width=200> <img src=\"heatmaps/{}\" width=200><figcaption>{} — truth {}, predicted {} ({:.3}), map of {}</figcaption></figure>",
+                esc(&p.overlay),
+                esc(&p.focused),
+                esc(&p.unfocused),
+                esc(&p.photo),
+                esc(p.label.as_deref().unwrap_or("?")),
+                esc(&p.predicted),
+                prob,
+                esc(&p.explained_class)
+            );
+        }
     }
 
     fn two_step(&mut self, t: &super::cv_report::TwoStepReport) {

@@ -102,18 +102,24 @@ pub fn from_manifest(manifest: &Path, cols: &Columns) -> Result<Vec<PhotoItem>> 
     Ok(items)
 }
 
-/// A file-name-safe stem for a manifest path (`slide3/p1.png` → `slide3__p1`).
+/// A file-name-safe stem from a manifest path's last folder and file name
+/// (`/data/slide3/p1.png` → `slide3_p1`): unique within a slide-per-folder layout, short
+/// enough to read.
 pub fn stem_of(key: &str) -> String {
-    let no_ext = match key.rfind('.') {
-        Some(i) if i > key.rfind('/').map_or(0, |j| j + 1) => &key[..i],
-        _ => key,
+    let parts: Vec<&str> = key.split(['/', '\\']).filter(|p| !p.is_empty()).collect();
+    let tail = parts[parts.len().saturating_sub(2)..].join("/");
+    let no_ext = match tail.rfind('.') {
+        Some(i) if i > tail.rfind('/').map_or(0, |j| j + 1) => &tail[..i],
+        _ => tail.as_str(),
     };
     no_ext
         .chars()
-        .map(|c| match c {
-            '/' | '\\' => '_',
-            c if c.is_ascii_alphanumeric() || "-_.".contains(c) => c,
-            _ => '_',
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
         })
         .collect()
 }
@@ -125,7 +131,11 @@ mod tests {
     #[test]
     fn stems_are_file_safe() {
         assert_eq!(stem_of("slide3/p1.png"), "slide3_p1");
-        assert_eq!(stem_of("a b/c.d/e"), "a_b_c.d_e");
+        assert_eq!(stem_of("a b/c.d/e"), "c.d_e");
+        assert_eq!(
+            stem_of("/work/runs/data/images/slide_000_0.png"),
+            "images_slide_000_0"
+        );
         assert_eq!(stem_of("photo.jpeg"), "photo");
     }
 }
