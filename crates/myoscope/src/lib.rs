@@ -11,6 +11,7 @@ pub mod explain;
 pub mod inference;
 pub mod models;
 pub mod runtime;
+pub mod stats;
 pub mod synth;
 pub mod training;
 pub mod weights;
