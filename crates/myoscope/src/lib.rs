@@ -10,6 +10,7 @@ pub mod evaluation;
 pub mod explain;
 pub mod inference;
 pub mod models;
+pub mod reader_study;
 pub mod runtime;
 pub mod stats;
 pub mod synth;

@@ -4,7 +4,7 @@ use super::metrics::ConfusionMatrix;
 use crate::training::trainer::EpochMetrics;
 use std::fmt::Write;
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -184,7 +184,7 @@ pub fn training_curves(history: &[EpochMetrics]) -> String {
 }
 
 /// Colours for successive curves: the first (the ensemble) strong, then distinct hues.
-const PALETTE: [&str; 8] = [
+pub(crate) const PALETTE: [&str; 8] = [
     "#c0392b", "#2471a3", "#229954", "#8e44ad", "#d68910", "#17a589", "#7f8c8d", "#a04000",
 ];
 
