@@ -532,5 +532,89 @@ fn explain_writes_heat_maps_masks_and_the_pointing_game() {
             &e_s,
         ]),
         "too small",
+
+#[test]
+fn reader_study_writes_its_table_json_and_pictures() {
+    let dir = common::scratch("cli-reader-study");
+    // Three readers, five cases: reader i misses i cases unfocused and none focused, so the
+    // accuracy differences are 0.2, 0.4 and 0.6 (mean 0.4, sd 0.2, t = 2√3 on 2 df).
+    let truth = ["dm", "ibm", "normal", "dm", "ibm"];
+    let mut csv = String::from("case,reader,truth,condition,answer\n");
+    for reader in 1..=3 {
+        for (c, t) in truth.iter().enumerate() {
+            csv.push_str(&format!("case{c},R{reader},{t},Focused,{t}\n"));
+            let answer = if c < reader { "normal-ish" } else { t };
+            csv.push_str(&format!("case{c},R{reader},{t},unfocused,{answer}\n"));
+        }
+    }
+    let answers = dir.join("answers.csv");
+    std::fs::write(&answers, &csv).unwrap();
+    let out = dir.join("study");
+    let run = myoscope(&[
+        "reader-study",
+        answers.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("R2            5        1.0000          0.6000"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mean difference +0.4000, t = 3.4641, df = 2"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("reader_study.json")).unwrap())
+            .unwrap();
+    let t = &json["paired_t_test"];
+    assert!(
+        (t["t"].as_f64().unwrap() - 2.0 * 3f64.sqrt()).abs() < 1e-12,
+        "{t}"
+    );
+    // Two degrees of freedom: P(|T| > t) = 1 − t/√(2 + t²).
+    let p = 1.0 - (12.0f64 / 14.0).sqrt();
+    assert!((t["p_value"].as_f64().unwrap() - p).abs() < 1e-14, "{t}");
+    assert_eq!(json["readers"].as_array().unwrap().len(), 3);
+    assert_eq!(json["mean_accuracy"]["focused"], 1.0);
+    assert_eq!(
+        json["classes"],
+        serde_json::json!(["dm", "ibm", "normal", "normal-ish"])
+    );
+    for stem in [
+        "confusion_focused",
+        "confusion_unfocused",
+        "reader_accuracy",
+    ] {
+        for ext in ["svg", "png"] {
+            let f = out.join(format!("{stem}.{ext}"));
+            assert!(
+                f.is_file() && f.metadata().unwrap().len() > 100,
+                "{stem}.{ext}"
+            );
+        }
+    }
+
+    // Bad input: an unknown condition names its line; a confidence level outside (0, 1).
+    std::fs::write(&answers, csv.replacen("Focused", "focussed", 1)).unwrap();
+    let a = answers.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    fails_with(
+        &myoscope(&["reader-study", a, "--out", o]),
+        "line 2: unknown condition 'focussed'",
+    );
+    fails_with(
+        &myoscope(&["reader-study", a, "--out", o, "--confidence", "95"]),
+        "--confidence must lie strictly between 0 and 1",
+    );
+    fails_with(
+        &myoscope(&["reader-study", "no-such.csv", "--out", o]),
+        "cannot open no-such.csv",
     );
 }

@@ -6,6 +6,7 @@ pub mod diagnose;
 pub mod evaluate;
 pub mod explain;
 pub mod predict;
+pub mod reader_study;
 pub mod train;
 pub mod weights;
 
@@ -42,6 +43,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Offline pretrained weights: import, list, verify against PyTorch.
     Weights(weights::WeightsArgs),
+    /// Reader study on AI-focused/unfocused images: per-reader accuracy, paired t-test, confusion matrices.
+    ReaderStudy(reader_study::ReaderStudyArgs),
     /// List the model architectures.
     Models,
 }
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(a) => explain::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Weights(a) => weights::run(a),
+        Command::ReaderStudy(a) => reader_study::run(a),
         Command::Models => {
             for (name, about) in crate::models::ARCHITECTURES {
                 println!("{name:<18} {about}");
