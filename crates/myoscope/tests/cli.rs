@@ -532,6 +532,8 @@ fn explain_writes_heat_maps_masks_and_the_pointing_game() {
             &e_s,
         ]),
         "too small",
+    );
+}
 
 #[test]
 fn reader_study_writes_its_table_json_and_pictures() {
