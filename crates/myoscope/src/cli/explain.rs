@@ -141,8 +141,8 @@ pub fn run(a: ExplainArgs) -> Result<()> {
     if let Some(pg) = &report.pointing_game {
         for (m, s) in pg {
             println!(
-                "pointing game ({m}): hit rate {:.3} on {} lesion photos; heat mass inside lesions {:.3} (lesion area {:.3})",
-                s.hit_rate, s.photos, s.mean_mass_inside, s.mean_lesion_area
+                "pointing game ({m}): hit rate {:.3} ({:.3} within 15 px) on {} lesion photos; heat mass inside lesions {:.3} (lesion area {:.3})",
+                s.hit_rate, s.hit_rate_within_15px, s.photos, s.mean_mass_inside, s.mean_lesion_area
             );
         }
     }

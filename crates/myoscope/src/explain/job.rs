@@ -240,6 +240,7 @@ fn write_pointing_json(out: &Path, pg: &BTreeMap<String, PointingSummary>) -> Re
             .into(),
         );
         doc.insert("hit_rate".into(), m.hit_rate.into());
+        doc.insert("hit_rate_within_15px".into(), m.hit_rate_within_15px.into());
         doc.insert("mean_mass_inside".into(), m.mean_mass_inside.into());
         doc.insert("photos".into(), m.photos.into());
     }
