@@ -2,7 +2,7 @@
 //! by a line to the same reader's accuracy on AI-unfocused images (right), with the mean of
 //! all readers drawn thick and dashed. A line falling to the right is a reader who did better
 //! on the focused images.
-use super::svg::{escape, PALETTE};
+use super::svg::{escape, open_titled, PALETTE};
 use std::fmt::Write;
 
 const PLOT_TOP: f64 = 70.0;
@@ -100,17 +100,7 @@ pub fn paired_accuracy(rows: &[(String, f64, f64)], title: &str, note: &str) -> 
         .max(20.0 + title.chars().count() as f64 * 8.5);
     let legend_h = 10.0 + LEGEND_ROW * (rows.len() + 1) as f64;
     let h = (y_of(0.0) + 40.0).max(PLOT_TOP + legend_h + 10.0);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
+    let mut s = open_titled(w, h, title);
     let _ = writeln!(s, r#"<text x="10" y="42">{}</text>"#, escape(note));
     axes(&mut s);
     let drawn: Vec<(usize, f64, f64)> = rows

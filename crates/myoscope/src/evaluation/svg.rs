@@ -28,18 +28,7 @@ pub fn confusion_matrix(cm: &ConfusionMatrix, title: &str) -> String {
         .max(360.0)
         .max(20.0 + title.chars().count() as f64 * 8.5);
     let h = top + cell * k as f64 + 30.0 + longest * 5.5;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.0}" y="20" font-size="14" font-weight="bold">{}</text>"#,
-        10,
-        escape(title)
-    );
+    let mut s = open_titled(w, h, title);
     let _ = writeln!(
         s,
         r#"<text x="{:.0}" y="45">predicted →  (rows: true class; accuracy {:.3})</text>"#,
@@ -193,6 +182,23 @@ pub(crate) const PALETTE: [&str; 8] = [
 /// Curves named "fold …" are drawn thin and grey-blue, so the ensemble stands out against
 /// its single models (Kabeya et al.'s Fig. 2d). Markers off the plot (NaN, as when a fold
 /// lacks a class) are left out; the picture grows downwards when the legend needs it.
+/// An SVG of `w`×`h` on a white background with `title` in bold at the top left: how every
+/// picture of the reports starts.
+pub(crate) fn open_titled(w: f64, h: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="20" font-size="14" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    s
+}
+
 pub fn roc_curves(
     curves: &[(String, super::roc::RocCurve)],
     markers: &[(String, f64, f64)],
@@ -211,17 +217,7 @@ pub fn roc_curves(
     );
     let px = |x: f64| left + x * side;
     let py = |y: f64| top + (1.0 - y) * side;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0}" height="{h:.0}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="10" y="20" font-size="14" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
+    let mut s = open_titled(w, h, title);
     for i in 0..=5 {
         let v = i as f64 / 5.0;
         let _ = writeln!(

@@ -137,14 +137,10 @@ pub fn run(
         };
         let heat = prepared.heat(models, explained, opts.method, &layer)?;
         let stem = stem_of(&item.key);
-        let files = write_pictures(&photo_dir, &stem, &prepared.square, &heat)?;
+        let (files, overlaid) = write_pictures(&photo_dir, &stem, &prepared.square, &heat)?;
         if let Some(slide) = &item.slide {
-            let thumb = image::imageops::resize(
-                &image::open(photo_dir.join(&files[0]))?.to_rgb8(),
-                256,
-                256,
-                image::imageops::FilterType::Triangle,
-            );
+            let thumb =
+                image::imageops::resize(&overlaid, 256, 256, image::imageops::FilterType::Triangle);
             sheets.entry(slide.clone()).or_default().push(thumb);
         }
         if opts.pointing_game {
@@ -335,13 +331,14 @@ impl Prepared {
     }
 }
 
-/// Overlay, focused, unfocused and 16-bit heat-map files for one photo (names returned).
+/// Overlay, focused, unfocused and 16-bit heat-map files for one photo: their names, and the
+/// overlay itself for the slide's contact sheet.
 fn write_pictures(
     dir: &Path,
     stem: &str,
     square: &image::RgbImage,
     heat: &SquareHeat,
-) -> Result<[String; 4]> {
+) -> Result<([String; 4], image::RgbImage)> {
     let names = [
         format!("{stem}_overlay.png"),
         format!("{stem}_focused.png"),
@@ -352,14 +349,15 @@ fn write_pictures(
         img.save(dir.join(name))
             .with_context(|| format!("cannot write {}", dir.join(name).display()))
     };
-    save(&names[0], &overlay(square, heat, 0.45)?)?;
+    let overlaid = overlay(square, heat, 0.45)?;
+    save(&names[0], &overlaid)?;
     let (focused, unfocused) = focus_split(square, heat)?;
     save(&names[1], &focused)?;
     save(&names[2], &unfocused)?;
     heat.to_png16()
         .save(dir.join(&names[3]))
         .with_context(|| format!("cannot write {}", dir.join(&names[3]).display()))?;
-    Ok(names)
+    Ok((names, overlaid))
 }
 
 fn argmax(v: &[f64]) -> usize {

@@ -52,7 +52,7 @@ fn natural_key(name: &str) -> Vec<(u64, String)> {
 }
 
 pub fn fit(arch: &str, mapped: &Mapped, file: &str) -> Result<Fitted> {
-    let (probe, head) = model_variables(arch, 1)?;
+    let (_, head) = model_variables(arch, 1)?;
     let head_weight = format!("{head}.weight");
     let given: HashMap<&str, &Tensor> = mapped
         .tensors
@@ -61,7 +61,6 @@ pub fn fit(arch: &str, mapped: &Mapped, file: &str) -> Result<Fitted> {
         .collect();
     let classes = given.get(head_weight.as_str()).map(|t| t.size()[0]);
     let (vars, _) = model_variables(arch, classes.unwrap_or(0))?;
-    drop(probe);
 
     let mut missing = Vec::new();
     let mut wrong_shape = Vec::new();
