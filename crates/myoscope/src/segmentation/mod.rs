@@ -1,0 +1,8 @@
+//! DEDL nucleus segmentation (Singh & Cirrone): UNet / UNet++ with scSE attention, weighted
+//! cross-entropy and the training-only APP autoencoder, tiled inference with stitching, IoU/Dice.
+pub mod app;
+pub mod loss;
+pub mod metrics;
+pub mod models;
+pub mod outputs;
+pub mod tiling;

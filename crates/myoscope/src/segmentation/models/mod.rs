@@ -1,0 +1,1 @@
+//! Segmentation networks: encoders, scSE attention, UNet and UNet++ decoders.

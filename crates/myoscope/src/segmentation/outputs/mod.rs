@@ -1,0 +1,1 @@
+//! What segmentation writes: full-size masks, overlays, QuPath GeoJSON contours.
