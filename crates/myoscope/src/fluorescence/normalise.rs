@@ -11,21 +11,16 @@ use anyhow::{bail, Result};
 use std::fmt;
 use std::str::FromStr;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Normalisation {
     /// 8-bit: divide by 255. Anything else: percentiles 1 / 99.8.
+    #[default]
     Auto,
     /// Stretch `[P(low), P(high)]` to [0, 1] and clamp, for every sample type. Percentiles
     /// in 0..=100 with linear interpolation between order statistics (NumPy's default).
     Percentiles { low: f64, high: f64 },
     /// Values as stored, converted to `f32` (for label-like or pre-normalised data).
     None,
-}
-
-impl Default for Normalisation {
-    fn default() -> Self {
-        Normalisation::Auto
-    }
 }
 
 /// The percentiles [`Normalisation::Auto`] uses for non-8-bit data.
@@ -93,10 +88,8 @@ impl fmt::Display for Normalisation {
 }
 
 fn check_percentiles(low: f64, high: f64) -> Result<()> {
-    if !(low.is_finite() && high.is_finite() && (0.0..=100.0).contains(&low))
-        || !(0.0..=100.0).contains(&high)
-        || low >= high
-    {
+    let in_range = |p: f64| (0.0..=100.0).contains(&p);
+    if !in_range(low) || !in_range(high) || low >= high {
         bail!(
             "percentiles must satisfy 0 <= low < high <= 100 (got {low} and {high}); the \
              default is 1 and 99.8"

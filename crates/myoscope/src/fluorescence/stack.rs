@@ -119,11 +119,13 @@ fn decode_channels(
     let mut planes = Vec::with_capacity(wanted.len());
     for &i in wanted {
         let info = &layout.channels[i];
-        if !decoded.contains_key(&info.ifd_index) {
-            let page = &layout.pages[info.ifd_index];
-            decoded.insert(info.ifd_index, file.read_page(page)?);
-        }
-        let data = decoded[&info.ifd_index].sample_f32(info.sample);
+        let page = match decoded.entry(info.ifd_index) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(file.read_page(&layout.pages[info.ifd_index])?)
+            }
+        };
+        let data = page.sample_f32(info.sample);
         if info.sample_type.is_float() {
             check_finite(&data, info, layout)?;
         }

@@ -88,7 +88,7 @@ impl TileConfig {
     /// resolution `depth` times needs so that its skip connections line up.
     pub fn check_divisible(&self, depth: u32) -> Result<()> {
         let f = 1usize << depth;
-        if self.tile % f != 0 {
+        if !self.tile.is_multiple_of(f) {
             let down = self.tile / f * f;
             let up = down + f;
             let hint = if down == 0 {
@@ -355,7 +355,7 @@ impl Stitcher {
             );
         }
         let (h, w) = (self.grid.height, self.grid.width);
-        if let Some(p) = self.weight.iter().position(|&v| !(v > 0.0)) {
+        if let Some(p) = self.weight.iter().position(|&v| v.is_nan() || v <= 0.0) {
             bail!(
                 "pixel (x={}, y={}) is covered by no tile; this is a bug in the tile grid",
                 p % w,
