@@ -12,8 +12,8 @@
 //!   sometimes invading a fibre or clearing a necrotic one;
 //! * `perifascicular_atrophy` — small, partly basophilic or pale fibres along
 //!   a perimysium band crossing the middle of the photo;
-//! * `central_nuclei` — rounded fibres of very varied size, many with
-//!   internal nuclei.
+//! * `central_nuclei` — many fibres with internal nuclei (the marked sign),
+//!   among somewhat rounded fibres of moderately varied size.
 //!
 //! Lesions are spread so that the left, centre and right square crops of a
 //! landscape photo each contain some.
