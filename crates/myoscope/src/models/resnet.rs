@@ -241,6 +241,17 @@ pub fn resnet50(p: &nn::Path, in_channels: i64) -> ResNet {
     )
 }
 
+/// torchvision `resnet101` trunk (Bottleneck v1.5, 3-4-23-3), 2048 output channels.
+pub fn resnet101(p: &nn::Path, in_channels: i64) -> ResNet {
+    ResNet::new(
+        p,
+        in_channels,
+        BlockKind::Bottleneck,
+        Style::Torchvision,
+        [3, 4, 23, 3],
+    )
+}
+
 /// Keras `ResNet50` trunk (Bottleneck v1, stride on the first 1×1, BN eps 1e-3) under
 /// torchvision's names, 2048 output channels. The Keras stem pads before its max-pool with
 /// zeros where PyTorch pads with −∞; after the ReLU both give the same maxima.
