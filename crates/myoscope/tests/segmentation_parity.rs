@@ -262,6 +262,8 @@ fn logits_have_the_input_size_for_every_encoder_family_and_depth() {
 fn bad_batches_are_refused_with_a_fix() {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = SegmentationModelSpec::dedl().build(&vs.root()).unwrap();
+    let first = model.first_conv_weight_name();
+    assert_eq!(vs.variables()[&first].size(), [64, 1, 7, 7], "{first}");
     let rgb = Tensor::zeros([1, 3, 64, 64], (Kind::Float, Device::Cpu));
     let e = model.try_forward_t(&rgb, false).unwrap_err().to_string();
     assert!(

@@ -112,6 +112,9 @@ impl Encoder {
     /// Builds the named encoder under `p` (the model's `encoder` path).
     pub fn new(p: &nn::Path, name: &str, in_channels: i64, depth: usize) -> Result<Self> {
         check_encoder_name(name)?;
+        if in_channels < 1 {
+            bail!("in_channels must be at least 1 (got {in_channels}); use 1 for a single DAPI channel");
+        }
         if !DEPTHS.contains(&depth) {
             bail!("encoder depth {depth} is outside 3–5; use 3 (the DEDL setting) up to 5");
         }

@@ -12,14 +12,15 @@
 //! model.check_input(480, 480)?;
 //! # anyhow::Ok(())
 //! ```
-pub mod decoder_block;
-pub mod efficientnet;
+// Building blocks stay private: their constructors trust arguments the spec has validated.
+mod decoder_block;
+mod efficientnet;
 pub mod encoder;
 pub mod model;
-pub mod scse;
+mod scse;
 pub mod spec;
-pub mod unet;
-pub mod unetplusplus;
+mod unet;
+mod unetplusplus;
 
 pub use encoder::{adapt_first_conv, first_conv_weight, Encoder, ENCODERS};
 pub use model::SegmentationModel;

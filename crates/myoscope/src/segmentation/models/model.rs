@@ -2,7 +2,7 @@
 //! (`segmentation_head.0`) that turns the decoder's last maps into per-class logits.
 
 use super::decoder_block::spatial_size;
-use super::encoder::Encoder;
+use super::encoder::{first_conv_weight, Encoder};
 use super::spec::{Arch, SegmentationModelSpec};
 use super::unet::UnetDecoder;
 use super::unetplusplus::UnetPlusPlusDecoder;
@@ -75,6 +75,13 @@ impl SegmentationModel {
 
     pub fn spec(&self) -> &SegmentationModelSpec {
         &self.spec
+    }
+
+    /// Full name of the encoder's first conv weight (`encoder.conv1.weight`,
+    /// `encoder.conv_stem.weight`): the one to pass through [`super::adapt_first_conv`] when
+    /// loading RGB ImageNet weights into a model with other than three input channels.
+    pub fn first_conv_weight_name(&self) -> String {
+        format!("encoder.{}", first_conv_weight(&self.spec.encoder))
     }
 
     /// See [`SegmentationModelSpec::check_input`].
