@@ -2,7 +2,7 @@
 
     .venv-ref/bin/python scripts/oracles.py      # after scripts/setup-reference.sh
 
-Writes crates/myoscope/tests/fixtures/*.json: RAdam trajectories from torch.optim.RAdam and
+Writes crates/myoscope/tests/fixtures/*.json: RAdam and Adam trajectories from torch.optim.RAdam / Adam and
 ROC/AUC/confusion/accuracy from scikit-learn. The RAdam problems are defined by closed-form
 formulas (sines and cosines of indices), so the Rust tests rebuild the same inputs without
 reading any tensor file; the metric cases carry their (seeded) inputs in the JSON.
@@ -37,10 +37,23 @@ def radam_problem():
 
 
 def radam_case(lr, weight_decay, decoupled, steps=200):
+    return optimiser_case(
+        lambda ps: torch.optim.RAdam(ps, lr=lr, weight_decay=weight_decay,
+                                     decoupled_weight_decay=decoupled),
+        lr, weight_decay, decoupled, steps)
+
+
+def adam_case(lr, weight_decay, steps=200):
+    """torch.optim.Adam with coupled L2 weight decay: the DEDL segmentation optimiser."""
+    return optimiser_case(
+        lambda ps: torch.optim.Adam(ps, lr=lr, weight_decay=weight_decay),
+        lr, weight_decay, False, steps)
+
+
+def optimiser_case(make, lr, weight_decay, decoupled, steps):
     params, x, y = radam_problem()
     ps = {k: v.clone().requires_grad_(True) for k, v in params.items()}
-    opt = torch.optim.RAdam(list(ps.values()), lr=lr, weight_decay=weight_decay,
-                            decoupled_weight_decay=decoupled)
+    opt = make(list(ps.values()))
     losses = []
     for _ in range(steps):
         opt.zero_grad()
@@ -148,6 +161,13 @@ def main():
     }
     (FIXTURES / "radam.json").write_text(json.dumps(radam, indent=1) + "\n")
     print(f"wrote {FIXTURES / 'radam.json'}")
+    adam = {
+        "torch_version": torch.__version__,
+        "problem": radam["problem"],
+        "cases": [adam_case(1e-2, 0.0), adam_case(3.6e-4, 1e-5, steps=300), adam_case(3e-3, 0.1)],
+    }
+    (FIXTURES / "adam.json").write_text(json.dumps(adam, indent=1) + "\n")
+    print(f"wrote {FIXTURES / 'adam.json'}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod predict;
 pub mod reader_study;
+pub mod segment;
 pub mod train;
 pub mod weights;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Weights(weights::WeightsArgs),
     /// Reader study on AI-focused/unfocused images: per-reader accuracy, paired t-test, confusion matrices.
     ReaderStudy(reader_study::ReaderStudyArgs),
+    /// DEDL nucleus segmentation: train, predict (mask, overlay, QuPath GeoJSON), evaluate.
+    Segment(segment::SegmentArgs),
     /// List the model architectures.
     Models,
 }
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Diagnose(a) => diagnose::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Explain(a) => explain::run(a),
+        Command::Segment(a) => segment::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Weights(a) => weights::run(a),
         Command::ReaderStudy(a) => reader_study::run(a),

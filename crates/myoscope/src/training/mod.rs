@@ -1,4 +1,5 @@
 //! Optimiser, loss, checkpoints, run directories and the training loop.
+pub mod adam;
 pub mod checkpoint;
 pub mod loss;
 pub mod model_spec;
