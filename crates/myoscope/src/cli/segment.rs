@@ -79,6 +79,9 @@ pub struct SegTrainArgs {
     /// Training crop and inference tile side.
     #[arg(long)]
     pub tile: Option<usize>,
+    /// Overlap of neighbouring inference tiles (smaller than the tile).
+    #[arg(long)]
+    pub overlap: Option<usize>,
     #[arg(long)]
     pub crops_per_image: Option<usize>,
     #[arg(long)]
@@ -193,6 +196,7 @@ pub fn train_config(a: &SegTrainArgs) -> Result<SegTrainConfig> {
     set!(batch_size);
     set!(tile);
     set!(crops_per_image);
+    set!(overlap);
     set!(seed);
     set!(device);
     if let Some(lr) = a.lr {

@@ -158,11 +158,21 @@ impl ResNet {
     /// Feature maps after the stem (conv1/bn1/ReLU, stride 2, before the max-pool) and after each
     /// of `layer1`..`layer4` (strides 4, 8, 16, 32); the last equals [`Backbone::features`].
     pub fn stages(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
-        let mut outs = Vec::with_capacity(1 + self.layers.len());
+        self.stages_upto(xs, train, 1 + self.layers.len())
+    }
+
+    /// The first `count` maps of [`ResNet::stages`], computing nothing deeper: a depth-3
+    /// segmentation encoder needs the stem, layer1 and layer2 only, and running layer3/layer4
+    /// would cost time and move their batch-norm statistics for nothing.
+    pub fn stages_upto(&self, xs: &Tensor, train: bool, count: usize) -> Vec<Tensor> {
+        let mut outs = Vec::with_capacity(count);
         let stem = self.stem.forward_t(xs, train);
+        outs.push(stem.shallow_clone());
+        if count <= 1 {
+            return outs;
+        }
         let mut ys = stem.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
-        outs.push(stem);
-        for layer in &self.layers {
+        for layer in self.layers.iter().take(count - 1) {
             for block in layer {
                 ys = block.forward_t(&ys, train);
             }

@@ -177,7 +177,7 @@ impl SegTrainConfig {
         }
         if t.overlap >= t.tile {
             bail!(
-                "the tile overlap ({}) must be smaller than the tile ({})",
+                "the tile overlap ({}) must be smaller than the tile ({}); set --overlap (a quarter of the tile is a good start)",
                 t.overlap,
                 t.tile
             );

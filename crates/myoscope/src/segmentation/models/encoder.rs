@@ -165,16 +165,12 @@ impl Encoder {
 
     /// The `depth` skip features of `xs`, strides 2, 4, …, 2^depth.
     ///
-    /// ResNet and Lite0 trunks run to their last stage and the unneeded maps are dropped (the
-    /// trunks have no partial forward); their unused batch norms then also update their running
-    /// statistics in training, which smp's do not. Outputs and gradients are unaffected.
+    /// ResNets stop after the last stage they need. The Lite0 trunk has no partial forward: it
+    /// runs to its last stage and the unneeded maps are dropped (outputs and gradients are
+    /// unaffected; its unused batch norms also update their running statistics in training).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
         match &self.trunk {
-            Trunk::ResNet(net) => {
-                let mut maps = net.stages(xs, train);
-                maps.truncate(self.depth);
-                maps
-            }
+            Trunk::ResNet(net) => net.stages_upto(xs, train, self.depth),
             Trunk::EfficientNet(net) => net.features(xs, self.depth, train),
             Trunk::Lite(net) => {
                 let maps = net.stages(xs, train);
