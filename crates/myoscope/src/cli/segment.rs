@@ -29,7 +29,7 @@ pub struct SegmentArgs {
 #[derive(Debug, Subcommand)]
 pub enum SegmentCommand {
     /// Train a UNet/UNet++ on a manifest of image/mask pairs (columns image, mask, split).
-    Train(SegTrainArgs),
+    Train(Box<SegTrainArgs>),
     /// Segment images or TIFF channels: full-size mask (PNG, TIFF), overlay, QuPath GeoJSON.
     Predict(SegPredictArgs),
     /// Score a model on a manifest split: IoU, Dice (micro, macro, per class) and pixel accuracy.
@@ -136,7 +136,7 @@ pub struct SegEvaluateArgs {
 
 pub fn run(a: SegmentArgs) -> Result<()> {
     match a.command {
-        SegmentCommand::Train(t) => run_train(t),
+        SegmentCommand::Train(t) => run_train(*t),
         SegmentCommand::Predict(p) => run_predict(p),
         SegmentCommand::Evaluate(e) => run_evaluate(e),
     }
