@@ -387,38 +387,67 @@ mod tests {
         (image, mask)
     }
 
-    fn seg_gradients(with_app: Option<&AutoencoderPostProcessing>, detach: bool) -> Vec<Tensor> {
-        tch::manual_seed(11);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let seg = segmenter(&vs);
-        let (image, mask) = batch();
-        let logits = seg.forward(&image);
-        let weights = ClassWeights::from_pixel_counts(&[3, 1]).unwrap();
-        let segmentation_loss = weighted_cross_entropy(&logits, &mask, &weights).unwrap();
-        let total = match with_app {
-            None => segmentation_loss,
-            Some(app) => {
-                let mut probs = foreground_probability(&logits).unwrap();
-                if detach {
-                    probs = probs.detach();
-                }
-                segmentation_loss + app.loss(&probs, &mask).unwrap()
+    /// One segmenter and one batch, built once: the global RNG is shared with tests running on
+    /// other threads, so re-seeding between runs would not make them see the same weights.
+    struct Fixture {
+        vs: nn::VarStore,
+        seg: nn::Conv2D,
+        image: Tensor,
+        mask: Tensor,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let seg = segmenter(&vs);
+            let (image, mask) = batch();
+            Fixture {
+                vs,
+                seg,
+                image,
+                mask,
             }
-        };
-        total.backward();
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        vars.into_iter().map(|(_, v)| v.grad().copy()).collect()
+        }
+
+        fn gradients(
+            &self,
+            with_app: Option<&AutoencoderPostProcessing>,
+            detach: bool,
+        ) -> Vec<Tensor> {
+            let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            for (_, v) in &vars {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            let logits = self.seg.forward(&self.image);
+            let weights = ClassWeights::from_pixel_counts(&[3, 1]).unwrap();
+            let segmentation_loss = weighted_cross_entropy(&logits, &self.mask, &weights).unwrap();
+            let total = match with_app {
+                None => segmentation_loss,
+                Some(app) => {
+                    let mut probs = foreground_probability(&logits).unwrap();
+                    if detach {
+                        probs = probs.detach();
+                    }
+                    segmentation_loss + app.loss(&probs, &self.mask).unwrap()
+                }
+            };
+            total.backward();
+            vars.into_iter().map(|(_, v)| v.grad().copy()).collect()
+        }
     }
 
     #[test]
     fn app_feedback_reaches_the_segmentation_network() {
         for config in [small_fc(8), AppConfig::convolutional()] {
-            tch::manual_seed(5);
             let app = AutoencoderPostProcessing::new(&config, Device::Cpu).unwrap();
-            let without = seg_gradients(None, false);
-            let with = seg_gradients(Some(&app), false);
-            let detached = seg_gradients(Some(&app), true);
+            let fixture = Fixture::new();
+            let without = fixture.gradients(None, false);
+            let with = fixture.gradients(Some(&app), false);
+            let detached = fixture.gradients(Some(&app), true);
             let diff: f64 = without
                 .iter()
                 .zip(&with)
