@@ -182,11 +182,7 @@ pub fn probabilities_per_model(
         seed: 0,
         epoch: 0,
     };
-    let bar = if progress {
-        indicatif::ProgressBar::new(n as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = crate::progress::bar(progress, n as u64, "", "photos");
     let mut out = vec![Vec::with_capacity(n); models.len()];
     for batch in spawn_epoch(src, plan) {
         let images = batch?.images();

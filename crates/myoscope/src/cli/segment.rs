@@ -1,6 +1,7 @@
 //! `myoscope segment train | predict | evaluate`: DEDL nucleus segmentation (Singh & Cirrone)
 //! on DAPI / fluorescence images and multi-page TIFFs.
 use crate::fluorescence::{read_channel, ChannelSelector, Normalisation};
+use crate::progress;
 use crate::segmentation::config::{AppChoice, LossChoice, Preset, SegTrainConfig};
 use crate::segmentation::dataset::{load_all, SegManifest};
 use crate::segmentation::models::Arch;
@@ -17,7 +18,6 @@ use crate::segmentation::train::{evaluate, train, SegTrainOptions};
 use crate::training::checkpoint::write_json_atomic;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Args)]
@@ -252,13 +252,7 @@ fn run_predict(a: SegPredictArgs) -> Result<()> {
             .with_context(|| format!("reading {}", path.display()))?;
         let (w, h) = (plane.width, plane.height);
         let n_tiles = tile_count(h, w, tiles)?;
-        let bar = ProgressBar::new(n_tiles as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles ({eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar.set_message(stem(path));
+        let bar = progress::bar(true, n_tiles as u64, &stem(path), "tiles");
         let stack = PlaneStack::new(&plane.data, 1, h, w)?;
         let how = TiledInference {
             tiles,

@@ -11,7 +11,6 @@ use crate::data::decode::load_rgb;
 use crate::training::checkpoint::write_json_atomic;
 use crate::training::LoadedModel;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -115,7 +114,7 @@ pub fn run(
     std::fs::create_dir_all(&photo_dir)
         .with_context(|| format!("cannot create {}", photo_dir.display()))?;
 
-    let bar = progress_bar(items.len() as u64, opts.progress);
+    let bar = crate::progress::bar(opts.progress, items.len() as u64, "explain", "photos");
     let mut photos = Vec::new();
     let mut sheets: BTreeMap<String, Vec<image::RgbImage>> = BTreeMap::new();
     let mut scores: BTreeMap<&'static str, Vec<PhotoScore>> = BTreeMap::new();
@@ -364,15 +363,4 @@ fn argmax(v: &[f64]) -> usize {
     v.iter()
         .enumerate()
         .fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
-}
-
-fn progress_bar(n: u64, show: bool) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(n);
-    if let Ok(style) = ProgressStyle::with_template("explain {bar:30} {pos}/{len} photos {msg}") {
-        bar.set_style(style);
-    }
-    bar
 }

@@ -26,9 +26,10 @@
 //! seg_optimizer.step();
 //! app.step();                // APP's Adam, then clears APP's gradients
 //! ```
+use crate::training::adam::{Adam, AdamConfig};
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module, OptimizerConfig};
+use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
 /// The paper's hidden widths between the 480-wide input and output.
@@ -228,7 +229,7 @@ pub struct AutoencoderPostProcessing {
     config: AppConfig,
     vs: nn::VarStore,
     network: Network,
-    optimizer: nn::Optimizer,
+    optimizer: Adam,
 }
 
 impl std::fmt::Debug for AutoencoderPostProcessing {
@@ -245,7 +246,16 @@ impl AutoencoderPostProcessing {
         config.validate()?;
         let vs = nn::VarStore::new(device);
         let network = Network::new(&(vs.root() / "app"), &config.architecture);
-        let optimizer = nn::Adam::default().build(&vs, config.learning_rate)?;
+        // Ours, not tch's, so that its moments go into the training checkpoint and a resumed
+        // run continues the autoencoder where it stopped.
+        let optimizer = Adam::with_prefix(
+            &vs,
+            AdamConfig {
+                lr: config.learning_rate,
+                ..AdamConfig::default()
+            },
+            "training_only.app_adam",
+        );
         Ok(Self {
             config: config.clone(),
             vs,
@@ -352,6 +362,18 @@ impl AutoencoderPostProcessing {
 
     pub fn zero_grad(&mut self) {
         self.optimizer.zero_grad();
+    }
+
+    /// The autoencoder's optimiser state, for the training checkpoint.
+    pub fn optimizer_state(&self) -> Vec<(String, Tensor)> {
+        self.optimizer.state_tensors()
+    }
+
+    pub fn load_optimizer_state(
+        &mut self,
+        state: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<()> {
+        self.optimizer.load_state(state)
     }
 }
 

@@ -17,13 +17,14 @@ use super::models::SegmentationModel;
 use super::predict::{argmax_mask, probabilities, TiledInference};
 use super::tiling::{PlaneStack, TileConfig};
 use crate::fluorescence::{ChannelSelector, Normalisation};
+use crate::progress;
 use crate::training::adam::Adam;
 use crate::training::checkpoint::{
-    load_into_varstore, load_tensors, read_json, save_tensors, write_atomic, write_json_atomic,
+    load_into_varstore, load_tensors, read_json, save_epoch_checkpoint, save_tensors,
+    selection_score, sorted_variables, write_atomic, write_json_atomic, EpochState,
 };
 use crate::training::run_dir::{self, RunManifest};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -183,8 +184,8 @@ pub fn train(cfg: &SegTrainConfig, opts: &SegTrainOptions) -> Result<SegTrainRep
         let tensors = load_tensors(&ckpt)?;
         load_into_varstore(&vs, &tensors, &ckpt)?;
         opt.load_state(&tensors)?;
-        if let Some(app) = &app {
-            // The autoencoder's weights travel in the training checkpoint only.
+        if let Some(app) = &mut app {
+            // The autoencoder travels in the training checkpoint only.
             load_app(app, &tensors, &ckpt)?;
         }
         eprintln!(
@@ -220,7 +221,12 @@ pub fn train(cfg: &SegTrainConfig, opts: &SegTrainOptions) -> Result<SegTrainRep
             .flat_map(|i| std::iter::repeat_n(i, t.crops_per_image))
             .collect();
         order.shuffle(&mut rng);
-        let bar = bar(opts.progress, order.len(), "crops", epoch + 1, t.epochs);
+        let bar = progress::bar(
+            opts.progress,
+            order.len() as u64,
+            &progress::epoch_heading(epoch + 1, t.epochs),
+            "crops",
+        );
         let (mut loss_sum, mut app_sum, mut batches) = (0.0, 0.0, 0usize);
         for chunk in order.chunks(t.batch_size) {
             let crops: Vec<ImageMask> = chunk
@@ -288,16 +294,14 @@ pub fn train(cfg: &SegTrainConfig, opts: &SegTrainOptions) -> Result<SegTrainRep
             dice,
             record.seconds
         );
-        // Without validation images the latest epoch is the best one.
-        let score = if val_set.is_empty() {
-            epoch as f64
-        } else {
-            iou
-        };
+        let score = selection_score(!val_set.is_empty(), iou, epoch);
         if score > state.best_validation_iou {
             state.best_validation_iou = score;
             state.best_epoch = epoch + 1;
-            save_tensors(&out.join(run_dir::BEST_WEIGHTS_FILE), &sorted_vars(&vs))?;
+            save_tensors(
+                &out.join(run_dir::BEST_WEIGHTS_FILE),
+                &sorted_variables(&vs),
+            )?;
         }
         state.history.push(record);
         state.epochs_done = epoch + 1;
@@ -353,7 +357,7 @@ pub fn evaluate(
     if images.is_empty() {
         return Ok(None);
     }
-    let bar = bar(progress, images.len(), "validation images", 0, 0);
+    let bar = progress::bar(progress, images.len() as u64, "", "validation images");
     let mut acc = MetricsAccumulator::new(MaskMode::Binary, 1.0)?;
     for im in images {
         let stack = PlaneStack::new(&im.image, im.channels, im.height, im.width)?;
@@ -390,14 +394,20 @@ fn batch_tensors(crops: &[ImageMask], device: Device) -> (Tensor, Tensor) {
     )
 }
 
-fn sorted_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
-    let mut v: Vec<_> = vs.variables().into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+const APP_PREFIX: &str = "training_only.app.";
+const APP_OPTIMIZER_STEP: &str = "training_only.app_adam.step";
+
+impl EpochState for SegTrainState {
+    fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+    fn checkpoint_mut(&mut self) -> &mut String {
+        &mut self.checkpoint
+    }
 }
 
-const APP_PREFIX: &str = "training_only.app.";
-
+/// The epoch's checkpoint: the model, its optimiser, and (training only) the autoencoder's
+/// weights and optimiser, none of which reach the saved model.
 fn save_checkpoint(
     dir: &Path,
     vs: &nn::VarStore,
@@ -405,25 +415,19 @@ fn save_checkpoint(
     app: Option<&AutoencoderPostProcessing>,
     state: &mut SegTrainState,
 ) -> Result<()> {
-    let name = format!("epoch-{:04}.safetensors", state.epochs_done);
-    let mut tensors = sorted_vars(vs);
+    let mut tensors = sorted_variables(vs);
     tensors.extend(opt.state_tensors());
     if let Some(app) = app {
-        for (n, t) in sorted_vars(app.var_store()) {
+        for (n, t) in sorted_variables(app.var_store()) {
             tensors.push((format!("{APP_PREFIX}{n}"), t));
         }
+        tensors.extend(app.optimizer_state());
     }
-    save_tensors(&dir.join(&name), &tensors)?;
-    let previous = std::mem::replace(&mut state.checkpoint, name);
-    write_json_atomic(&dir.join("state.json"), state)?;
-    if !previous.is_empty() && previous != state.checkpoint {
-        let _ = std::fs::remove_file(dir.join(previous));
-    }
-    Ok(())
+    save_epoch_checkpoint(dir, &tensors, state)
 }
 
 fn load_app(
-    app: &AutoencoderPostProcessing,
+    app: &mut AutoencoderPostProcessing,
     tensors: &std::collections::HashMap<String, Tensor>,
     source: &Path,
 ) -> Result<()> {
@@ -434,7 +438,17 @@ fn load_app(
                 .map(|n| (n.to_string(), v.shallow_clone()))
         })
         .collect();
-    load_into_varstore(app.var_store(), &own, source)
+    load_into_varstore(app.var_store(), &own, source)?;
+    if !tensors.contains_key(APP_OPTIMIZER_STEP) {
+        eprintln!(
+            "{} was written by an older myoscope without the autoencoder's optimiser state; \
+             its moments start afresh",
+            source.display()
+        );
+        return Ok(());
+    }
+    app.load_optimizer_state(tensors)
+        .with_context(|| format!("{}: the autoencoder's optimiser state", source.display()))
 }
 
 fn run_manifest(cfg: &SegTrainConfig, manifest: &Path, device: Device) -> Result<RunManifest> {
@@ -453,24 +467,4 @@ fn run_manifest(cfg: &SegTrainConfig, manifest: &Path, device: Device) -> Result
         started: run_dir::timestamp(),
         pretrained: None,
     })
-}
-
-fn bar(show: bool, len: usize, what: &str, epoch: usize, epochs: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len as u64);
-    let prefix = if epochs > 0 {
-        format!("epoch {epoch}/{epochs} ")
-    } else {
-        String::new()
-    };
-    b.set_style(
-        ProgressStyle::with_template(&format!(
-            "{prefix}[{{bar:30}}] {{pos}}/{{len}} {what} {{msg}} ({{eta}})"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    b
 }

@@ -4,7 +4,8 @@
 //! Ours rather than `tch::nn::Adam` because its moments must go into the run's checkpoint: an
 //! interrupted run resumes with the same optimiser state it had, not with cold moments that
 //! would make the resumed run a different run.
-use anyhow::{bail, Context, Result};
+use super::moments::Moments;
+use anyhow::Result;
 use std::collections::HashMap;
 use tch::{nn::VarStore, Tensor};
 
@@ -32,22 +33,11 @@ impl Default for AdamConfig {
     }
 }
 
-#[derive(Debug)]
-struct Moments {
-    name: String,
-    param: Tensor,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-}
-
 /// Adam over every trainable variable of a var store, in name order.
 #[derive(Debug)]
 pub struct Adam {
     pub config: AdamConfig,
-    params: Vec<Moments>,
-    step: i64,
-    /// Prefix of the state tensors' names, so two optimisers can share one checkpoint file.
-    prefix: String,
+    moments: Moments,
 }
 
 impl Adam {
@@ -55,32 +45,17 @@ impl Adam {
         Self::with_prefix(vs, config, "adam")
     }
 
+    /// An Adam whose checkpoint tensors are named `prefix.…`, so two optimisers can share one
+    /// checkpoint file.
     pub fn with_prefix(vs: &VarStore, config: AdamConfig, prefix: &str) -> Self {
-        let mut named: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let params = named
-            .into_iter()
-            .map(|(name, param)| Moments {
-                exp_avg: param.zeros_like().set_requires_grad(false),
-                exp_avg_sq: param.zeros_like().set_requires_grad(false),
-                name,
-                param,
-            })
-            .collect();
         Self {
             config,
-            params,
-            step: 0,
-            prefix: prefix.to_string(),
+            moments: Moments::new(vs, prefix),
         }
     }
 
     pub fn steps_taken(&self) -> i64 {
-        self.step
+        self.moments.steps_taken()
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -88,19 +63,16 @@ impl Adam {
     }
 
     pub fn zero_grad(&mut self) {
-        for p in &mut self.params {
-            p.param.zero_grad();
-        }
+        self.moments.zero_grad();
     }
 
     pub fn step(&mut self) {
-        self.step += 1;
         let c = &self.config;
-        let t = self.step as f64;
+        let t = self.moments.next_step() as f64;
         let bias_correction1 = 1.0 - c.beta1.powf(t);
         let bias_correction2_sqrt = (1.0 - c.beta2.powf(t)).sqrt();
         tch::no_grad(|| {
-            for p in &mut self.params {
+            for p in self.moments.params_mut() {
                 let grad = p.param.grad();
                 if !grad.defined() {
                     continue;
@@ -110,9 +82,7 @@ impl Adam {
                 } else {
                     grad
                 };
-                let _ = p.exp_avg.lerp_(&grad, 1.0 - c.beta1);
-                let _ = p.exp_avg_sq.g_mul_scalar_(c.beta2);
-                let _ = p.exp_avg_sq.g_add_(&(&grad * &grad * (1.0 - c.beta2)));
+                p.accumulate(&grad, c.beta1, c.beta2);
                 let denom = p.exp_avg_sq.sqrt() / bias_correction2_sqrt + c.eps;
                 let update = &p.exp_avg / denom * (c.lr / bias_correction1);
                 let _ = p.param.g_sub_(&update);
@@ -122,51 +92,11 @@ impl Adam {
 
     /// The step count and both moments of every parameter, for the checkpoint.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![(
-            format!("{}.step", self.prefix),
-            Tensor::from_slice(&[self.step]),
-        )];
-        for p in &self.params {
-            out.push((
-                format!("{}.exp_avg.{}", self.prefix, p.name),
-                p.exp_avg.shallow_clone(),
-            ));
-            out.push((
-                format!("{}.exp_avg_sq.{}", self.prefix, p.name),
-                p.exp_avg_sq.shallow_clone(),
-            ));
-        }
-        out
+        self.moments.state_tensors()
     }
 
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let key = format!("{}.step", self.prefix);
-        let step = state
-            .get(&key)
-            .with_context(|| format!("checkpoint has no optimiser step count ({key})"))?;
-        self.step = step.int64_value(&[0]);
-        tch::no_grad(|| -> Result<()> {
-            for p in &mut self.params {
-                for (kind, dst) in [
-                    ("exp_avg", &mut p.exp_avg),
-                    ("exp_avg_sq", &mut p.exp_avg_sq),
-                ] {
-                    let key = format!("{}.{kind}.{}", self.prefix, p.name);
-                    let src = state
-                        .get(&key)
-                        .with_context(|| format!("checkpoint lacks optimiser state {key}"))?;
-                    if src.size() != dst.size() {
-                        bail!(
-                            "optimiser state {key} has shape {:?}, expected {:?}",
-                            src.size(),
-                            dst.size()
-                        );
-                    }
-                    dst.copy_(&src.to_device(dst.device()).to_kind(dst.kind()));
-                }
-            }
-            Ok(())
-        })
+        self.moments.load_state(state)
     }
 }
 

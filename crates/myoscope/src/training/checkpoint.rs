@@ -114,6 +114,48 @@ pub fn load_matching(
     Ok(copied)
 }
 
+/// Every variable of a var store sorted by name: the order weight files and checkpoints use,
+/// so two saves of the same model are byte-identical.
+pub fn sorted_variables(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<_> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The `state.json` of a training run: how many epochs are done and which checkpoint file
+/// holds them.
+pub trait EpochState: Serialize {
+    fn epochs_done(&self) -> usize;
+    fn checkpoint_mut(&mut self) -> &mut String;
+}
+
+/// Writes `epoch-NNNN.safetensors` into `dir`, points `state.json` at it, then removes the
+/// previous checkpoint. A kill at any moment leaves `state.json` naming a complete file.
+pub fn save_epoch_checkpoint<S: EpochState>(
+    dir: &Path,
+    tensors: &[(String, Tensor)],
+    state: &mut S,
+) -> Result<()> {
+    let name = format!("epoch-{:04}.safetensors", state.epochs_done());
+    save_tensors(&dir.join(&name), tensors)?;
+    let previous = std::mem::replace(state.checkpoint_mut(), name.clone());
+    write_json_atomic(&dir.join("state.json"), state)?;
+    if !previous.is_empty() && previous != name {
+        let _ = std::fs::remove_file(dir.join(previous));
+    }
+    Ok(())
+}
+
+/// What an epoch competes on for "best weights": its validation score, or, in a run without
+/// validation images, its number, so the latest epoch wins. Ties keep the earlier epoch.
+pub fn selection_score(has_validation: bool, validation_score: f64, epoch: usize) -> f64 {
+    if has_validation {
+        validation_score
+    } else {
+        epoch as f64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +172,42 @@ mod tests {
         save_tensors(&t, &[("a".into(), Tensor::from_slice(&[1.0f32, 2.0]))]).unwrap();
         assert_eq!(load_tensors(&t).unwrap()["a"].size(), vec![2]);
         assert!(!d.join("w.safetensors.tmp").exists() && !d.join("state.json.tmp").exists());
+    }
+
+    #[derive(Serialize)]
+    struct State {
+        epochs_done: usize,
+        checkpoint: String,
+    }
+
+    impl EpochState for State {
+        fn epochs_done(&self) -> usize {
+            self.epochs_done
+        }
+        fn checkpoint_mut(&mut self) -> &mut String {
+            &mut self.checkpoint
+        }
+    }
+
+    #[test]
+    fn each_epoch_checkpoint_replaces_the_previous_one() {
+        let d = std::env::temp_dir().join(format!("myoscope-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let t = [("a".to_string(), Tensor::from_slice(&[1.0f32]))];
+        let mut s = State {
+            epochs_done: 1,
+            checkpoint: String::new(),
+        };
+        save_epoch_checkpoint(&d, &t, &mut s).unwrap();
+        s.epochs_done = 2;
+        save_epoch_checkpoint(&d, &t, &mut s).unwrap();
+        assert_eq!(s.checkpoint, "epoch-0002.safetensors");
+        assert!(d.join("epoch-0002.safetensors").is_file());
+        assert!(!d.join("epoch-0001.safetensors").exists());
+        let v: serde_json::Value = read_json(&d.join("state.json")).unwrap();
+        assert_eq!(v["checkpoint"], "epoch-0002.safetensors");
+        assert_eq!(selection_score(false, 0.3, 4), 4.0);
+        assert_eq!(selection_score(true, 0.3, 4), 0.3);
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -3,6 +3,7 @@ pub mod adam;
 pub mod checkpoint;
 pub mod loss;
 pub mod model_spec;
+pub mod moments;
 pub mod radam;
 pub mod run_dir;
 pub mod trainer;

@@ -2,7 +2,8 @@
 //! match `torch.optim.RAdam` step for step (verified against fixtures made by
 //! `scripts/oracles.py`): Adam's update is used only once the variance of the adaptive
 //! learning rate is tractable (ρ_t > 5); before that the step is plain bias-corrected momentum.
-use anyhow::{bail, Context, Result};
+use super::moments::Moments;
+use anyhow::Result;
 use std::collections::HashMap;
 use tch::{nn::VarStore, Tensor};
 
@@ -33,48 +34,23 @@ impl Default for RAdamConfig {
 }
 
 #[derive(Debug)]
-struct ParamState {
-    name: String,
-    param: Tensor,
-    exp_avg: Tensor,
-    exp_avg_sq: Tensor,
-}
-
-#[derive(Debug)]
 pub struct RAdam {
     pub config: RAdamConfig,
-    params: Vec<ParamState>,
-    step: i64,
+    moments: Moments,
 }
 
 impl RAdam {
     /// Optimises every trainable variable of the store (sorted by name, so the state file
     /// layout is stable).
     pub fn new(vs: &VarStore, config: RAdamConfig) -> Self {
-        let mut named: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let params = named
-            .into_iter()
-            .map(|(name, param)| ParamState {
-                exp_avg: param.zeros_like().set_requires_grad(false),
-                exp_avg_sq: param.zeros_like().set_requires_grad(false),
-                name,
-                param,
-            })
-            .collect();
         Self {
             config,
-            params,
-            step: 0,
+            moments: Moments::new(vs, "radam"),
         }
     }
 
     pub fn steps_taken(&self) -> i64 {
-        self.step
+        self.moments.steps_taken()
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -82,15 +58,12 @@ impl RAdam {
     }
 
     pub fn zero_grad(&mut self) {
-        for p in &mut self.params {
-            p.param.zero_grad();
-        }
+        self.moments.zero_grad();
     }
 
     pub fn step(&mut self) {
-        self.step += 1;
         let c = &self.config;
-        let t = self.step as f64;
+        let t = self.moments.next_step() as f64;
         let bias_correction1 = 1.0 - c.beta1.powf(t);
         let bias_correction2 = 1.0 - c.beta2.powf(t);
         let rho_inf = 2.0 / (1.0 - c.beta2) - 1.0;
@@ -99,7 +72,7 @@ impl RAdam {
             / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
             .sqrt();
         tch::no_grad(|| {
-            for p in &mut self.params {
+            for p in self.moments.params_mut() {
                 let grad = p.param.grad();
                 if !grad.defined() {
                     continue;
@@ -112,9 +85,7 @@ impl RAdam {
                 if c.weight_decay != 0.0 && c.decoupled_weight_decay {
                     let _ = p.param.g_mul_scalar_(1.0 - c.lr * c.weight_decay);
                 }
-                let _ = p.exp_avg.lerp_(&grad, 1.0 - c.beta1);
-                let _ = p.exp_avg_sq.g_mul_scalar_(c.beta2);
-                let _ = p.exp_avg_sq.g_add_(&(&grad * &grad * (1.0 - c.beta2)));
+                p.accumulate(&grad, c.beta1, c.beta2);
                 let corrected = &p.exp_avg / bias_correction1;
                 let update = if rho_t > 5.0 {
                     let adaptive = bias_correction2.sqrt() / (p.exp_avg_sq.sqrt() + c.eps);
@@ -129,47 +100,11 @@ impl RAdam {
 
     /// Optimiser state for a checkpoint: moments per parameter and the step count.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("radam.step".to_string(), Tensor::from_slice(&[self.step]))];
-        for p in &self.params {
-            out.push((
-                format!("radam.exp_avg.{}", p.name),
-                p.exp_avg.shallow_clone(),
-            ));
-            out.push((
-                format!("radam.exp_avg_sq.{}", p.name),
-                p.exp_avg_sq.shallow_clone(),
-            ));
-        }
-        out
+        self.moments.state_tensors()
     }
 
     /// Restores what `state_tensors` saved; every parameter's moments must be present.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let step = state
-            .get("radam.step")
-            .context("checkpoint has no optimiser step count (radam.step)")?;
-        self.step = step.int64_value(&[0]);
-        tch::no_grad(|| -> Result<()> {
-            for p in &mut self.params {
-                for (kind, dst) in [
-                    ("exp_avg", &mut p.exp_avg),
-                    ("exp_avg_sq", &mut p.exp_avg_sq),
-                ] {
-                    let key = format!("radam.{kind}.{}", p.name);
-                    let src = state
-                        .get(&key)
-                        .with_context(|| format!("checkpoint lacks optimiser state {key}"))?;
-                    if src.size() != dst.size() {
-                        bail!(
-                            "optimiser state {key} has shape {:?}, expected {:?}",
-                            src.size(),
-                            dst.size()
-                        );
-                    }
-                    dst.copy_(&src.to_kind(dst.kind()).to_device(dst.device()));
-                }
-            }
-            Ok(())
-        })
+        self.moments.load_state(state)
     }
 }

@@ -2,8 +2,8 @@
 //! on the validation slides after each epoch, the best-accuracy weights kept, and a complete
 //! checkpoint after every epoch so a killed run resumes where it stopped.
 use super::checkpoint::{
-    load_into_varstore, load_matching, load_tensors, read_json, save_tensors, write_atomic,
-    write_json_atomic,
+    load_into_varstore, load_matching, load_tensors, read_json, save_epoch_checkpoint,
+    save_tensors, selection_score, sorted_variables, write_atomic, write_json_atomic, EpochState,
 };
 use super::loss::aggregated_loss;
 use super::model_spec::ModelSpec;
@@ -16,7 +16,6 @@ use crate::data::Dataset;
 use crate::weights::pretrained::{init_trunk, settle_model_config};
 use crate::weights::registry::{Registry, WeightsEntry};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,11 +248,11 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
                 .lr_schedule
                 .lr_at(base_lr, epoch, cfg.training.epochs),
         );
-        let bar = progress_bar(
+        let bar = crate::progress::bar(
             opts.progress,
-            train_items.len(),
-            epoch + 1,
-            cfg.training.epochs,
+            train_items.len() as u64,
+            &crate::progress::epoch_heading(epoch + 1, cfg.training.epochs),
+            "squares",
         );
         let (train_loss, train_accuracy) = {
             let plan = EpochPlan {
@@ -305,16 +304,14 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
             validation_accuracy,
             metrics.seconds
         );
-        // Validation-free runs keep the latest epoch; otherwise ties keep the earlier epoch.
-        let score = if val_items.is_empty() {
-            epoch as f64
-        } else {
-            validation_accuracy
-        };
+        let score = selection_score(!val_items.is_empty(), validation_accuracy, epoch);
         if score > state.best_validation_accuracy {
             state.best_validation_accuracy = score;
             state.best_epoch = epoch + 1;
-            save_tensors(&out.join(run_dir::BEST_WEIGHTS_FILE), &model_tensors(&vs))?;
+            save_tensors(
+                &out.join(run_dir::BEST_WEIGHTS_FILE),
+                &sorted_variables(&vs),
+            )?;
         }
         state.history.push(metrics);
         state.epochs_done = epoch + 1;
@@ -340,30 +337,25 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainReport> {
     Ok(report)
 }
 
-fn model_tensors(vs: &nn::VarStore) -> Vec<(String, tch::Tensor)> {
-    let mut v: Vec<_> = vs.variables().into_iter().collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
+impl EpochState for TrainState {
+    fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+    fn checkpoint_mut(&mut self) -> &mut String {
+        &mut self.checkpoint
+    }
 }
 
-/// Writes the epoch's checkpoint, then points `state.json` at it, then drops the old one.
+/// The epoch's checkpoint: the model and the optimiser's moments.
 fn save_checkpoint(
     out: &Path,
     vs: &nn::VarStore,
     opt: &RAdam,
     state: &mut TrainState,
 ) -> Result<()> {
-    let dir = out.join(run_dir::CHECKPOINT_DIR);
-    let name = format!("epoch-{:04}.safetensors", state.epochs_done);
-    let mut tensors = model_tensors(vs);
+    let mut tensors = sorted_variables(vs);
     tensors.extend(opt.state_tensors());
-    save_tensors(&dir.join(&name), &tensors)?;
-    let previous = std::mem::replace(&mut state.checkpoint, name);
-    write_json_atomic(&dir.join("state.json"), state)?;
-    if !previous.is_empty() && previous != state.checkpoint {
-        let _ = std::fs::remove_file(dir.join(previous));
-    }
-    Ok(())
+    save_epoch_checkpoint(&out.join(run_dir::CHECKPOINT_DIR), &tensors, state)
 }
 
 /// Loss and accuracy over `items` without augmentation, BN in inference mode.
@@ -426,20 +418,6 @@ impl Accumulator {
     fn accuracy(&self) -> f64 {
         self.correct as f64 / self.seen.max(1) as f64
     }
-}
-
-fn progress_bar(show: bool, len: usize, epoch: usize, epochs: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} squares {msg} ({eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("{epoch}/{epochs}"));
-    bar
 }
 
 /// Opens every image's header up front, so a corrupt file is reported before hours of training.
