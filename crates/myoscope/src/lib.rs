@@ -11,6 +11,7 @@ pub mod explain;
 pub mod fluorescence;
 pub mod inference;
 pub mod models;
+pub mod multilabel;
 pub mod progress;
 pub mod reader_study;
 pub mod runtime;

@@ -1,5 +1,6 @@
 //! The `myoscope` command line: one sub-command per job, each in its own file.
 pub mod bench;
+pub mod cell_types;
 pub mod cv;
 pub mod demo;
 pub mod diagnose;
@@ -48,6 +49,8 @@ pub enum Command {
     ReaderStudy(reader_study::ReaderStudyArgs),
     /// DEDL nucleus segmentation: train, predict (mask, overlay, QuPath GeoJSON), evaluate.
     Segment(segment::SegmentArgs),
+    /// Multiplex per-cell tables → phenotypes, cell types and per-image multi-label labels.
+    CellTypes(cell_types::CellTypeArgs),
     /// List the model architectures.
     Models,
 }
@@ -65,6 +68,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Weights(a) => weights::run(a),
         Command::ReaderStudy(a) => reader_study::run(a),
+        Command::CellTypes(a) => cell_types::run(a),
         Command::Models => {
             for (name, about) in crate::models::ARCHITECTURES {
                 println!("{name:<18} {about}");
