@@ -6,6 +6,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod evaluate;
 pub mod explain;
+pub mod multilabel;
 pub mod predict;
 pub mod reader_study;
 pub mod segment;
@@ -51,6 +52,8 @@ pub enum Command {
     Segment(segment::SegmentArgs),
     /// Multiplex per-cell tables → phenotypes, cell types and per-image multi-label labels.
     CellTypes(cell_types::CellTypeArgs),
+    /// DEDL multi-label classification: k-fold × seeds protocol, focal loss, SWA, F1 report.
+    Multilabel(multilabel::MultiLabelArgs),
     /// List the model architectures.
     Models,
 }
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Weights(a) => weights::run(a),
         Command::ReaderStudy(a) => reader_study::run(a),
         Command::CellTypes(a) => cell_types::run(a),
+        Command::Multilabel(a) => multilabel::run(a),
         Command::Models => {
             for (name, about) in crate::models::ARCHITECTURES {
                 println!("{name:<18} {about}");

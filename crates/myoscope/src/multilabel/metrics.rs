@@ -7,7 +7,7 @@
 //! positives in the data for recall) counts as 0, as scikit-learn's default does, and is listed
 //! in `undefined` so that a report never shows such a 0 without saying why.
 use anyhow::{ensure, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// True and false positives and negatives per class, over samples.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,7 +24,7 @@ pub struct LabelCounts {
     empty_samples: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassScore {
     pub class: String,
     pub precision: f64,
@@ -35,14 +35,14 @@ pub struct ClassScore {
     pub predicted: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Averages {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MultiLabelReport {
     pub samples: u64,
     pub per_class: Vec<ClassScore>,
