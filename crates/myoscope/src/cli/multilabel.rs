@@ -60,6 +60,9 @@ pub struct MlCvArgs {
     pub classes: Option<Vec<String>>,
     #[arg(long)]
     pub allow_empty: bool,
+    /// Labels to drop from every row (comma-separated), e.g. a catch-all too rare to learn.
+    #[arg(long, value_delimiter = ',')]
+    pub ignore_labels: Option<Vec<String>>,
     #[arg(long)]
     pub folds: Option<usize>,
     /// Seeds, comma-separated: every fold is trained once per seed.
@@ -113,11 +116,17 @@ fn cv(a: MlCvArgs) -> Result<()> {
     if let Some(v) = a.root {
         cfg.data.root = Some(v);
     }
+    if let Some(v) = a.weights {
+        // Without --arch, the architecture follows the weights.
+        if cfg.model.arch != crate::weights::registry::Registry::open(None).get(&v)?.arch
+            && a.config.is_none()
+        {
+            cfg.model.arch = crate::weights::registry::Registry::open(None).get(&v)?.arch;
+        }
+        cfg.model.weights = Some(v);
+    }
     if let Some(v) = a.arch {
         cfg.model.arch = v;
-    }
-    if let Some(v) = a.weights {
-        cfg.model.weights = Some(v);
     }
     if let Some(v) = a.input_size {
         cfg.model.input_size = v;
@@ -136,6 +145,9 @@ fn cv(a: MlCvArgs) -> Result<()> {
         cols.group = Some(v);
     }
     cols.allow_empty |= a.allow_empty;
+    if let Some(v) = a.ignore_labels {
+        cols.ignore = v;
+    }
     if let Some(v) = a.classes {
         cfg.data.classes = Some(v);
     }

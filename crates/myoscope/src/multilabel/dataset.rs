@@ -24,6 +24,10 @@ pub struct LabelColumns {
     pub group: Option<String>,
     /// Whether an image may carry no label at all (an empty set is then a valid answer).
     pub allow_empty: bool,
+    /// Labels to drop from every row (a catch-all too rare to learn), instead of the error an
+    /// unknown label gets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
 }
 
 impl Default for LabelColumns {
@@ -34,6 +38,7 @@ impl Default for LabelColumns {
             class_columns: Vec::new(),
             group: None,
             allow_empty: false,
+            ignore: Vec::new(),
         }
     }
 }
@@ -117,7 +122,7 @@ impl MultiLabelSet {
                 field(c)
                     .split(';')
                     .map(str::trim)
-                    .filter(|s| !s.is_empty())
+                    .filter(|s| !s.is_empty() && !cols.ignore.iter().any(|i| i == s))
                     .map(String::from)
                     .collect()
             } else {
