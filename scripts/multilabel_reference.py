@@ -88,6 +88,20 @@ def build(arch, k, weights):
         if weights:
             m.load_state_dict(torch.load(weights, map_location="cpu"))
         m.fc = nn.Linear(m.fc.in_features, k)
+    elif arch.startswith("efficientnet_lite"):
+        # myoscope's efficientnet_liteN is timm's tf_efficientnet_liteN; the files use the
+        # lukemelas names, mapped as scripts/weights_reference.py maps them.
+        import sys
+        import timm
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from weights_reference import LITE_REPEATS, lite_key_map
+        m = timm.create_model(f"tf_{arch}", pretrained=False, num_classes=k)
+        if weights:
+            sd = torch.load(weights, map_location="cpu", weights_only=True)
+            keymap = lite_key_map(sd.keys(), LITE_REPEATS[int(arch[-1])])
+            sd = {keymap[n]: v for n, v in sd.items() if not n.startswith("_fc")}
+            missing, _ = m.load_state_dict(sd, strict=False)
+            assert all(n.startswith("classifier") for n in missing), missing
     else:
         import timm
         m = timm.create_model(arch, pretrained=False, num_classes=k)
