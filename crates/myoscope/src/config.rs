@@ -4,9 +4,29 @@
 use crate::data::augment::{Augmentation, Normalization};
 use crate::data::ManifestColumns;
 use crate::training::radam::RAdamConfig;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// The two readings of a DEDL method: `faithful` (the paper as stated) and `corrected` (the
+/// method with what the public code got wrong fixed, and CPU-sized inputs); saved with the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    Faithful,
+    Corrected,
+}
+
+impl std::str::FromStr for Preset {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "faithful" => Ok(Self::Faithful),
+            "corrected" => Ok(Self::Corrected),
+            other => bail!("unknown preset '{other}'; use faithful or corrected"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -1,6 +1,7 @@
 //! `myoscope cell-types`: per-cell multiplex tables → each cell's phenotype and cell type →
 //! each image's multi-label cell-type labels (DEDL's labelling step), and the agreement with
 //! the table's own classification where it has one.
+use crate::multilabel::dataset::csv_field;
 use crate::multilabel::markers::{agreement, classify_table, image_labels, MarkerConfig};
 use crate::training::checkpoint::{write_atomic, write_json_atomic};
 use anyhow::{ensure, Result};
@@ -97,12 +98,4 @@ pub fn run(a: CellTypeArgs) -> Result<()> {
     }
     println!("results: {}", a.out.display());
     Ok(())
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }

@@ -117,12 +117,9 @@ fn cv(a: MlCvArgs) -> Result<()> {
         cfg.data.root = Some(v);
     }
     if let Some(v) = a.weights {
-        // Without --arch, the architecture follows the weights.
-        if cfg.model.arch != crate::weights::registry::Registry::open(None).get(&v)?.arch
-            && a.config.is_none()
-        {
-            cfg.model.arch = crate::weights::registry::Registry::open(None).get(&v)?.arch;
-        }
+        // Without --arch, the architecture follows the weights (an explicit --arch is checked
+        // against them when the run starts).
+        cfg.model.arch = crate::weights::registry::Registry::open(None).get(&v)?.arch;
         cfg.model.weights = Some(v);
     }
     if let Some(v) = a.arch {

@@ -13,28 +13,11 @@
 use super::augment::MultiLabelAugmentation;
 use super::dataset::LabelColumns;
 use super::loss::MultiLabelLoss;
+pub use crate::config::Preset as MultiLabelPreset;
 use crate::data::augment::Normalization;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MultiLabelPreset {
-    Faithful,
-    Corrected,
-}
-
-impl std::str::FromStr for MultiLabelPreset {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "faithful" => Ok(Self::Faithful),
-            "corrected" => Ok(Self::Corrected),
-            other => bail!("unknown preset '{other}'; use faithful or corrected"),
-        }
-    }
-}
 
 /// What an epoch is judged by for "best epoch" and early stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

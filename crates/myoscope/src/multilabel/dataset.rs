@@ -242,23 +242,18 @@ impl MultiLabelSet {
     }
 }
 
+/// One CSV field, quoted when it holds a comma, quote or newline (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    /// A per-test folder under the system temp dir, removed afterwards.
-    struct Scratch(std::path::PathBuf);
-    impl Scratch {
-        fn new(tag: &str, line: u32) -> Self {
-            let d =
-                std::env::temp_dir().join(format!("myoscope-{tag}-{}-{line}", std::process::id()));
-            std::fs::create_dir_all(&d).unwrap();
-            Self(d)
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use super::super::test_dir::Scratch;
     use super::*;
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -5,7 +5,7 @@
 //!
 //! The split is written as a CSV (`image,group,part`) that the PyTorch reference reads too, so
 //! both train on exactly the same images.
-use super::dataset::MultiLabelSet;
+use super::dataset::{csv_field, MultiLabelSet};
 use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -47,8 +47,8 @@ impl FoldPlan {
             let part = part.map_or("test".to_string(), |k| k.to_string());
             text.push_str(&format!(
                 "{},{},{part}\n",
-                quote(&img.name),
-                quote(&img.group)
+                csv_field(&img.name),
+                csv_field(&img.group)
             ));
         }
         crate::training::checkpoint::write_atomic(path, text.as_bytes())
@@ -86,14 +86,6 @@ impl FoldPlan {
             .collect::<Result<_>>()?;
         let folds = part.iter().flatten().max().map_or(0, |k| k + 1);
         Ok(Self { folds, part })
-    }
-}
-
-fn quote(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 
@@ -198,22 +190,8 @@ fn deal(groups: &[Group], chosen: &[usize], parts: usize, rng: &mut ChaCha8Rng) 
 
 #[cfg(test)]
 mod tests {
-    /// A per-test folder under the system temp dir, removed afterwards.
-    struct Scratch(std::path::PathBuf);
-    impl Scratch {
-        fn new(tag: &str, line: u32) -> Self {
-            let d =
-                std::env::temp_dir().join(format!("myoscope-{tag}-{}-{line}", std::process::id()));
-            std::fs::create_dir_all(&d).unwrap();
-            Self(d)
-        }
-    }
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
     use super::super::dataset::LabelledImage;
+    use super::super::test_dir::Scratch;
     use super::*;
 
     fn set(n: usize) -> MultiLabelSet {

@@ -210,13 +210,11 @@ pub fn train_fold(
     let norm = &cfg.model.normalization;
     let has_validation = !data.validation.is_empty();
 
-    let mut stopped_early = false;
     while state.epochs_done < cfg.training.epochs {
         if has_validation
             && cfg.training.patience > 0
             && state.stale_epochs >= cfg.training.patience
         {
-            stopped_early = true;
             break;
         }
         let epoch = state.epochs_done;
@@ -327,8 +325,7 @@ pub fn train_fold(
         tensors.extend(swa.state_tensors(SWA_PREFIX));
         save_epoch_checkpoint(&ckpt_dir, &tensors, &mut state)?;
     }
-    // A resumed fold that had already stopped ends here as well.
-    stopped_early |= state.epochs_done < cfg.training.epochs;
+    let stopped_early = state.epochs_done < cfg.training.epochs;
 
     // The kept weights: the SWA mean with batch norms re-estimated on the training images, or
     // the best epoch.

@@ -6,6 +6,7 @@
 //! metrics reset per evaluation) — both of which this implementation always does — and trains
 //! on CPU-sized tiles with the small convolutional APP.
 use crate::config::LrSchedule;
+pub use crate::config::Preset;
 use crate::segmentation::app::AppConfig;
 use crate::segmentation::augment::SegAugmentation;
 use crate::segmentation::models::SegmentationModelSpec;
@@ -13,24 +14,6 @@ use crate::training::adam::AdamConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Preset {
-    Faithful,
-    Corrected,
-}
-
-impl std::str::FromStr for Preset {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "faithful" => Ok(Preset::Faithful),
-            "corrected" => Ok(Preset::Corrected),
-            other => bail!("unknown preset '{other}'; use faithful or corrected"),
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
