@@ -42,6 +42,11 @@ pub fn heat_maps(
     classes: &[i64],
     method: CamMethod,
 ) -> Result<Tensor> {
+    if !model.pools_maps() {
+        // ViT: the class token does not read the final patch tokens; the trunk names the layer.
+        let layer = model.default_cam_layer();
+        return heat_maps_at_layer(model, images, classes, method, &layer);
+    }
     let maps = tch::no_grad(|| model.patch_maps(images, false));
     heat_maps_from_maps(model, &maps, classes, method)
 }
@@ -79,11 +84,18 @@ pub fn heat_maps_at_layer(
         );
     };
     if index + 1 == names.len() {
-        return heat_maps(model, images, classes, method);
+        if model.pools_maps() {
+            return heat_maps(model, images, classes, method);
+        }
+        bail!(
+            "the classifier reads the class token, not the trunk's last layer '{layer}', so its \
+             gradient there is zero; use an earlier layer such as {}",
+            model.default_cam_layer()
+        );
     }
     // Parameters are frozen for inference, so the input carries the graph.
     let input = images.detach().set_requires_grad(true);
-    let maps = model.patch_feature_maps(&input, false);
+    let (maps, pooled) = model.patch_feature_maps_pooled(&input, false);
     let (Some(a), Some(last)) = (maps.get(index), maps.last()) else {
         bail!(
             "the trunk returned {} maps for {} layer names",
@@ -91,7 +103,7 @@ pub fn heat_maps_at_layer(
             names.len()
         );
     };
-    let out = model.head_forward(last);
+    let out = model.head_forward_pooled(last, &pooled);
     let (target, share) = target_of(model, &out, classes, method)?;
     let grads = Tensor::run_backward(&[target], &[a], false, false);
     Ok(cam(model, &a.detach(), &grads[0], share.as_ref()))

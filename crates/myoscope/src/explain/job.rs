@@ -108,7 +108,7 @@ pub fn run(
             layers.join(", ")
         ),
         Some(l) => l.clone(),
-        None => layers.last().cloned().unwrap_or_default(),
+        None => models[0].net.default_cam_layer(),
     };
     let photo_dir = opts.out.join("photos");
     std::fs::create_dir_all(&photo_dir)
@@ -312,7 +312,8 @@ impl Prepared {
             .iter()
             .map(|m| {
                 let x = self.input.to_device(m.vs.device());
-                let last = m.net.layer_names().last().is_some_and(|l| l == layer);
+                let last =
+                    m.net.pools_maps() && m.net.layer_names().last().is_some_and(|l| l == layer);
                 let h = if last {
                     heat_maps(&m.net, &x, &[class], method)
                 } else {

@@ -88,19 +88,41 @@ impl AggregatedClassifier {
     }
 
     /// Patch feature maps [B·g·g, C, h, w] → output. Split from `forward_t` so Grad-CAM can
-    /// hold on to the maps and differentiate with respect to them.
+    /// hold on to the maps and differentiate with respect to them. Only for trunks that pool
+    /// their maps ([`AggregatedClassifier::pools_maps`]); the others go through
+    /// [`AggregatedClassifier::head_forward_pooled`].
     pub fn head_forward(&self, maps: &Tensor) -> AggregatedOutput {
+        let pooled = self
+            .trunk
+            .pool(maps)
+            .expect("head_forward on a trunk that cannot pool its maps; check pools_maps()");
+        self.head_forward_pooled(maps, &pooled)
+    }
+
+    /// Whether the classifier's input is a function of the trunk's last maps alone (false for
+    /// ViT, whose class token is not on the patch grid).
+    pub fn pools_maps(&self) -> bool {
+        self.trunk.pools_maps()
+    }
+
+    /// The output from the patch maps and their pooled vectors [B·g·g, C]: the image pools its
+    /// mosaic the way the trunk pools a map (the mean of the patch vectors where the trunk
+    /// pools something else), each patch head reads its own vector.
+    pub fn head_forward_pooled(&self, maps: &Tensor, pooled: &Tensor) -> AggregatedOutput {
         let mosaic = self.stitch_mosaic(maps);
-        let pooled = mosaic.mean_dim(&[2i64, 3][..], false, None);
-        let logits = pooled.apply(&self.head);
+        let g2 = self.grid * self.grid;
+        let image_vector = if self.grid == 1 {
+            pooled.shallow_clone()
+        } else {
+            self.trunk.pool(&mosaic).unwrap_or_else(|| {
+                let c = pooled.size()[1];
+                pooled.view([-1, g2, c]).mean_dim(&[1i64][..], false, None)
+            })
+        };
+        let logits = image_vector.apply(&self.head);
         let patch_logits = self.patch_head.as_ref().map(|ph| {
             let n = maps.size()[0];
-            let per_patch = maps.mean_dim(&[2i64, 3][..], false, None).apply(ph);
-            per_patch.view([
-                n / (self.grid * self.grid),
-                self.grid * self.grid,
-                self.num_classes,
-            ])
+            pooled.apply(ph).view([n / g2, g2, self.num_classes])
         });
         AggregatedOutput {
             logits,
@@ -124,7 +146,19 @@ impl AggregatedClassifier {
         self.trunk.feature_maps(&self.split_patches(xs), train)
     }
 
+    /// [`AggregatedClassifier::patch_feature_maps`] and the patch vectors the heads read.
+    pub fn patch_feature_maps_pooled(&self, xs: &Tensor, train: bool) -> (Vec<Tensor>, Tensor) {
+        self.trunk
+            .feature_maps_pooled(&self.split_patches(xs), train)
+    }
+
+    /// The Grad-CAM layer used when none is named (the trunk's choice).
+    pub fn default_cam_layer(&self) -> String {
+        self.trunk.default_cam_layer()
+    }
+
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> AggregatedOutput {
-        self.head_forward(&self.patch_maps(xs, train))
+        let (maps, pooled) = self.trunk.forward_pooled(&self.split_patches(xs), train);
+        self.head_forward_pooled(&maps, &pooled)
     }
 }

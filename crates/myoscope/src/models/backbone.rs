@@ -1,9 +1,14 @@
-//! The contract every convolutional trunk fulfils, so classifiers and (later) segmentation
-//! decoders can wrap any family without knowing its layout.
+//! The contract every trunk fulfils, so classifiers and (later) segmentation decoders can wrap
+//! any family without knowing its layout.
 use tch::Tensor;
 
-/// A convolutional trunk: image batch [N, C_in, H, W] → feature maps [N, C, h, w] before
-/// global pooling.
+/// Global average pooling [N, C, h, w] → [N, C], what most families' classifiers read.
+pub fn global_average(maps: &Tensor) -> Tensor {
+    maps.mean_dim(&[2i64, 3][..], false, None)
+}
+
+/// A trunk: image batch [N, C_in, H, W] → feature maps [N, C, h, w] before pooling. Transformer
+/// trunks return their tokens laid out on the patch grid, so heat-maps work on them too.
 pub trait Backbone: std::fmt::Debug + Send {
     fn features(&self, xs: &Tensor, train: bool) -> Tensor;
     /// Channels C of the feature maps.
@@ -21,6 +26,47 @@ pub trait Backbone: std::fmt::Debug + Send {
     }
 
     /// Name of the reference classification head under the same root (`fc`, `classifier.1`,
-    /// `classifier`), so a wrapper creates its head with the name the reference weights use.
+    /// `classifier`, `head.fc`), so a wrapper creates its head with the name the reference
+    /// weights use.
     fn head_name(&self) -> &'static str;
+
+    /// The vector the reference classifier reads, from the final maps: [N, C, h, w] → [N, C].
+    /// Global average pooling unless the family does more (ConvNeXt normalises the average).
+    /// `None` where the classifier reads something the maps do not hold — ViT's class token —
+    /// and the trunk overrides [`Backbone::forward_pooled`] instead.
+    fn pool(&self, maps: &Tensor) -> Option<Tensor> {
+        Some(global_average(maps))
+    }
+
+    /// Whether [`Backbone::pool`] gives the classifier's input (false for ViT).
+    fn pools_maps(&self) -> bool {
+        true
+    }
+
+    /// The final maps and the pooled vector of one forward pass.
+    fn forward_pooled(&self, xs: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let maps = self.features(xs, train);
+        let pooled = self
+            .pool(&maps)
+            .expect("a trunk that cannot pool its maps overrides forward_pooled");
+        (maps, pooled)
+    }
+
+    /// [`Backbone::feature_maps`] and the pooled vector, in one graph.
+    fn feature_maps_pooled(&self, xs: &Tensor, train: bool) -> (Vec<Tensor>, Tensor) {
+        let maps = self.feature_maps(xs, train);
+        let pooled = self
+            .pool(maps.last().expect("a trunk returns at least one map"))
+            .expect("a trunk that cannot pool its maps overrides feature_maps_pooled");
+        (maps, pooled)
+    }
+
+    /// The layer Grad-CAM uses unless told otherwise: the last, except where the score does not
+    /// depend on the last maps (ViT: the class token reads the patch tokens entering its last
+    /// block).
+    fn default_cam_layer(&self) -> String {
+        self.layer_names()
+            .pop()
+            .unwrap_or_else(|| "features".into())
+    }
 }

@@ -180,6 +180,11 @@ impl ConvBn {
         Self::new(&(p / "0"), &(p / "1"), c_in, c_out, cfg)
     }
 
+    /// Channels the unit produces.
+    pub fn out_channels(&self) -> i64 {
+        self.conv.ws.size()[0]
+    }
+
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let ys = match self.dynamic_pad {
             Some((k, s)) => {

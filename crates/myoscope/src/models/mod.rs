@@ -2,11 +2,16 @@
 pub mod aggregated;
 pub mod backbone;
 pub mod conv_bn;
+pub mod convnext;
 pub mod densenet;
+pub mod efficientnet;
 pub mod efficientnet_lite;
+pub mod layers;
 pub mod mobile_trunk;
 pub mod mobilenet_v2;
 pub mod resnet;
+pub mod swin;
+pub mod vit;
 
 pub use aggregated::{AggregatedClassifier, AggregatedOutput};
 pub use backbone::Backbone;
@@ -27,6 +32,7 @@ pub const ARCHITECTURES: &[(&str, &str)] = &[
     ("resnet18", "ResNet-18 (torchvision layout)"),
     ("resnet34", "ResNet-34 (torchvision layout)"),
     ("resnet50", "ResNet-50 (torchvision layout)"),
+    ("resnet101", "ResNet-101 (torchvision / timm layout)"),
     (
         "resnet50_keras",
         "ResNet-50 as Keras ships it (stride on the first 1×1, BN eps 1e-3)",
@@ -43,6 +49,61 @@ pub const ARCHITECTURES: &[(&str, &str)] = &[
     (
         "efficientnet_lite2",
         "EfficientNet-Lite2 (timm tf_efficientnet_lite2 layout)",
+    ),
+    (
+        "efficientnet_b0",
+        "EfficientNet-B0 (timm layout: SE, swish)",
+    ),
+    (
+        "efficientnet_b1",
+        "EfficientNet-B1 (timm layout: SE, swish)",
+    ),
+    (
+        "efficientnet_b2",
+        "EfficientNet-B2 (timm layout: SE, swish)",
+    ),
+    (
+        "efficientnet_b3",
+        "EfficientNet-B3 (timm layout: SE, swish)",
+    ),
+    (
+        "efficientnet_b4",
+        "EfficientNet-B4 (timm layout: SE, swish)",
+    ),
+    (
+        "efficientnet_b5",
+        "EfficientNet-B5 (timm layout: SE, swish)",
+    ),
+    (
+        "efficientnet_b6",
+        "EfficientNet-B6 (timm layout: SE, swish)",
+    ),
+    (
+        "efficientnet_b7",
+        "EfficientNet-B7 (timm layout: SE, swish)",
+    ),
+    ("convnext_tiny", "ConvNeXt-T (timm convnext_tiny layout)"),
+    ("convnext_small", "ConvNeXt-S (timm convnext_small layout)"),
+    ("convnext_base", "ConvNeXt-B (timm convnext_base layout)"),
+    (
+        "vit_base_patch16_224",
+        "ViT-B/16 (timm layout; class token; position embedding resampled for other sizes)",
+    ),
+    (
+        "vit_base_patch32_224",
+        "ViT-B/32 (timm layout; class token; position embedding resampled for other sizes)",
+    ),
+    (
+        "swin_tiny_patch4_window7_224",
+        "Swin-T, window 7 (timm layout; shifted windows, relative position bias)",
+    ),
+    (
+        "swin_base_patch4_window7_224",
+        "Swin-B, window 7 (timm layout; shifted windows, relative position bias)",
+    ),
+    (
+        "swin_base_patch4_window12_384",
+        "Swin-B, window 12, for 384² (timm layout; shifted windows, relative position bias)",
     ),
 ];
 
@@ -63,11 +124,31 @@ pub fn build_backbone(arch: &str, root: &nn::Path, in_channels: i64) -> Result<B
         "resnet18" => Box::new(resnet::resnet18(root, in_channels)),
         "resnet34" => Box::new(resnet::resnet34(root, in_channels)),
         "resnet50" => Box::new(resnet::resnet50(root, in_channels)),
+        "resnet101" => Box::new(resnet::resnet101(root, in_channels)),
         "resnet50_keras" => Box::new(resnet::resnet50_keras(root, in_channels)),
         "mobilenet_v2" => Box::new(mobilenet_v2::mobilenet_v2(root, in_channels)),
         "efficientnet_lite0" => Box::new(efficientnet_lite::efficientnet_lite0(root, in_channels)),
         "efficientnet_lite1" => Box::new(efficientnet_lite::efficientnet_lite1(root, in_channels)),
         "efficientnet_lite2" => Box::new(efficientnet_lite::efficientnet_lite2(root, in_channels)),
+        "convnext_tiny" => Box::new(convnext::convnext_tiny(root, in_channels)),
+        "convnext_small" => Box::new(convnext::convnext_small(root, in_channels)),
+        "convnext_base" => Box::new(convnext::convnext_base(root, in_channels)),
+        "vit_base_patch16_224" => Box::new(vit::vit_base_patch16_224(root, in_channels)),
+        "vit_base_patch32_224" => Box::new(vit::vit_base_patch32_224(root, in_channels)),
+        "swin_tiny_patch4_window7_224" => {
+            Box::new(swin::swin_tiny_patch4_window7_224(root, in_channels))
+        }
+        "swin_base_patch4_window7_224" => {
+            Box::new(swin::swin_base_patch4_window7_224(root, in_channels))
+        }
+        "swin_base_patch4_window12_384" => {
+            Box::new(swin::swin_base_patch4_window12_384(root, in_channels))
+        }
+        b if efficientnet_variant(b).is_some() => Box::new(efficientnet::efficientnet_b(
+            root,
+            in_channels,
+            efficientnet_variant(b).unwrap_or_default(),
+        )),
         other => {
             let known: Vec<&str> = ARCHITECTURES.iter().map(|(n, _)| *n).collect();
             bail!(
@@ -76,6 +157,13 @@ pub fn build_backbone(arch: &str, root: &nn::Path, in_channels: i64) -> Result<B
             )
         }
     })
+}
+
+/// The B-number of `efficientnet_b0` … `efficientnet_b7`.
+fn efficientnet_variant(arch: &str) -> Option<usize> {
+    arch.strip_prefix("efficientnet_b")
+        .and_then(|b| b.parse::<usize>().ok())
+        .filter(|&b| b < 8)
 }
 
 /// Checks a model shape before any tensor is made, so a bad config fails with a fix, not a

@@ -8,7 +8,9 @@ pub fn first_conv(arch: &str) -> Option<&'static str> {
         a if a.starts_with("densenet") => "features.conv0.weight",
         a if a.starts_with("resnet") => "conv1.weight",
         "mobilenet_v2" => "features.0.0.weight",
-        a if a.starts_with("efficientnet_lite") => "conv_stem.weight",
+        a if a.starts_with("efficientnet_") => "conv_stem.weight",
+        a if a.starts_with("convnext_") => "stem.0.weight",
+        a if a.starts_with("vit_") || a.starts_with("swin_") => "patch_embed.proj.weight",
         _ => return None,
     })
 }
@@ -34,10 +36,27 @@ pub fn default_preprocessing(arch: &str) -> Preprocessing {
         ..tv.clone()
     }
     };
+    let timm = |input_size, crop_fraction| Preprocessing {
+        input_size,
+        interpolation: "bicubic".into(),
+        crop_fraction,
+        ..tv.clone()
+    };
     match arch {
         "efficientnet_lite0" => lite(224, 0.875),
         "efficientnet_lite1" => lite(240, 0.882),
         "efficientnet_lite2" => lite(260, 0.890),
+        // timm's pretrained_cfg of each architecture's default weights (timm 1.0.29).
+        a if a.starts_with("efficientnet_b") => timm(224, 0.875),
+        "convnext_tiny" | "convnext_small" => timm(224, 0.95),
+        "convnext_base" => timm(224, 0.875),
+        "swin_tiny_patch4_window7_224" | "swin_base_patch4_window7_224" => timm(224, 0.9),
+        "swin_base_patch4_window12_384" => timm(384, 1.0),
+        a if a.starts_with("vit_base") => Preprocessing {
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            ..timm(224, 0.9)
+        },
         "resnet50_keras" => Preprocessing {
             pixel_range: 255.0,
             // Caffe's BGR means, listed in RGB order because the import reverses conv1's input.

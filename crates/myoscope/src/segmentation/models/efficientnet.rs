@@ -228,7 +228,9 @@ pub struct EfficientNetEncoder {
     stages: Vec<Vec<MbBlock>>,
     /// Channels after the stem and after each stage.
     stage_channels: Vec<i64>,
-    _head: ConvBn,
+    /// The 1×1 `conv_head`/`bn2` the classifier (`models::efficientnet`) runs and the encoder
+    /// does not.
+    head: ConvBn,
 }
 
 impl EfficientNetEncoder {
@@ -276,8 +278,28 @@ impl EfficientNetEncoder {
             stem,
             stages,
             stage_channels,
-            _head: head,
+            head,
         }
+    }
+
+    /// The whole classification trunk: maps after the stem, after each of the seven stages and
+    /// after `conv_head`/`bn2`/swish (the last is what timm's classifier pools).
+    pub fn classifier_maps(&self, xs: &Tensor, train: bool) -> Vec<Tensor> {
+        let mut ys = self.stem.forward_t(xs, train).silu();
+        let mut out = vec![ys.shallow_clone()];
+        for stage in &self.stages {
+            for block in stage {
+                ys = block.forward_t(&ys, train);
+            }
+            out.push(ys.shallow_clone());
+        }
+        out.push(self.head.forward_t(&ys, train).silu());
+        out
+    }
+
+    /// Channels of `conv_head`, the classifier's features.
+    pub fn head_channels(&self) -> i64 {
+        self.head.out_channels()
     }
 
     /// Channels of the skip features at strides 2, 4, 8, 16, 32.

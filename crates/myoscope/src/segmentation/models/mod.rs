@@ -14,7 +14,8 @@
 //! ```
 // Building blocks stay private: their constructors trust arguments the spec has validated.
 mod decoder_block;
-mod efficientnet;
+// Also the classification trunk of `models::efficientnet`.
+pub(crate) mod efficientnet;
 pub mod encoder;
 pub mod model;
 mod scse;
