@@ -1,9 +1,14 @@
 //! `myoscope multilabel cv`: DEDL's multi-label classification protocol on a label table
-//! (held-out test part, k-fold models per seed, mean ± sd report, ensembles).
+//! (held-out test part, k-fold models per seed, mean ± sd report, ensembles);
+//! `myoscope multilabel predict`: label new images with the fold models.
 use crate::multilabel::config::{MultiLabelConfig, MultiLabelPreset};
 use crate::multilabel::cv::{run_cv, CvOptions};
 use crate::multilabel::loss::MultiLabelLoss;
-use anyhow::{bail, Result};
+use crate::multilabel::predict::{
+    csv_text, load_for_model, MultiLabelPrediction, MultiLabelPredictor,
+};
+use crate::training::checkpoint::{write_atomic, write_json_atomic};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -17,6 +22,33 @@ pub struct MultiLabelArgs {
 pub enum MultiLabelCommand {
     /// Cross-validate on a label table: per-class precision/recall/F1, micro and macro F1.
     Cv(Box<MlCvArgs>),
+    /// Label new images with a fold model or a cv run's ensemble (mean of its fold models).
+    Predict(MlPredictArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MlPredictArgs {
+    /// A `multilabel cv` run folder (every fold model, averaged) or one fold folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A CSV with an image column (paths relative to it) instead of loose images.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Image column of --manifest.
+    #[arg(long, default_value = "path")]
+    pub image_column: String,
+    /// Image files to label.
+    pub images: Vec<PathBuf>,
+    /// Folder for predictions.csv and predictions.json; default: print only.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Accept grey images, repeating the grey value in the three channels.
+    #[arg(long)]
+    pub allow_grey: bool,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Args)]
@@ -94,7 +126,117 @@ pub struct MlCvArgs {
 pub fn run(a: MultiLabelArgs) -> Result<()> {
     match a.command {
         MultiLabelCommand::Cv(a) => cv(*a),
+        MultiLabelCommand::Predict(a) => predict(a),
     }
+}
+
+/// The images to label: a manifest's image column (relative to the manifest) or the files given.
+fn predict_inputs(a: &MlPredictArgs) -> Result<Vec<(String, PathBuf)>> {
+    let Some(manifest) = &a.manifest else {
+        if a.images.is_empty() {
+            bail!("nothing to label: give image files or --manifest CSV");
+        }
+        return Ok(a
+            .images
+            .iter()
+            .map(|p| (p.display().to_string(), p.clone()))
+            .collect());
+    };
+    if !a.images.is_empty() {
+        bail!("give image files or --manifest, not both");
+    }
+    let base = manifest.parent().unwrap_or(std::path::Path::new("."));
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(manifest)
+        .with_context(|| format!("cannot read manifest {}", manifest.display()))?;
+    let headers = reader.headers()?.clone();
+    let Some(col) = headers.iter().position(|h| h == a.image_column) else {
+        bail!(
+            "{} has no column '{}' (it has: {}); name the image column with --image-column",
+            manifest.display(),
+            a.image_column,
+            headers.iter().collect::<Vec<_>>().join(", ")
+        );
+    };
+    let mut out = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let row = row.with_context(|| format!("{} line {}", manifest.display(), i + 2))?;
+        let name = row.get(col).unwrap_or_default();
+        if name.is_empty() {
+            bail!("{} line {}: empty image path", manifest.display(), i + 2);
+        }
+        out.push((name.to_string(), base.join(name)));
+    }
+    if out.is_empty() {
+        bail!("{} lists no images", manifest.display());
+    }
+    Ok(out)
+}
+
+fn predict(a: MlPredictArgs) -> Result<()> {
+    let inputs = predict_inputs(&a)?;
+    let device = crate::device::parse_device(&a.device)?;
+    let predictor = MultiLabelPredictor::open(&a.model, device)?;
+    let size = predictor.input_size as u32;
+    let images = inputs
+        .iter()
+        .map(|(_, path)| load_for_model(path, size, a.allow_grey))
+        .collect::<Result<Vec<_>>>()?;
+    let probabilities = predictor.probabilities(images, a.batch_size);
+    let predictions: Vec<MultiLabelPrediction> = inputs
+        .iter()
+        .zip(probabilities)
+        .map(|((name, _), p)| MultiLabelPrediction {
+            image: name.clone(),
+            labels: predictor.labels(&p),
+            probabilities: p,
+        })
+        .collect();
+    println!(
+        "{} model(s); thresholds {}",
+        predictor.models(),
+        predictor
+            .classes
+            .iter()
+            .zip(&predictor.thresholds)
+            .map(|(c, t)| format!("{c} {t:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "{:<40} probabilities ({}) → labels",
+        "image",
+        predictor.classes.join(", ")
+    );
+    for p in &predictions {
+        let probs: Vec<String> = p.probabilities.iter().map(|v| format!("{v:.3}")).collect();
+        println!(
+            "{:<40} {} → {}",
+            p.image,
+            probs.join(" "),
+            p.labels.join(";")
+        );
+    }
+    if let Some(out) = &a.out {
+        crate::training::run_dir::ensure_dir(out)?;
+        write_atomic(
+            &out.join("predictions.csv"),
+            csv_text(&predictor.classes, &predictions).as_bytes(),
+        )?;
+        write_json_atomic(
+            &out.join("predictions.json"),
+            &serde_json::json!({
+                "model": a.model,
+                "models": predictor.models(),
+                "classes": predictor.classes,
+                "thresholds": predictor.thresholds,
+                "predictions": predictions,
+            }),
+        )?;
+        println!("predictions: {}", out.display());
+    }
+    Ok(())
 }
 
 fn cv(a: MlCvArgs) -> Result<()> {

@@ -92,6 +92,7 @@ pub struct CvOptions {
 pub fn run_cv(cfg: &MultiLabelConfig, out: &Path, opts: &CvOptions) -> Result<Option<CvReport>> {
     let started = Instant::now();
     let config_path = out.join(run_dir::CONFIG_FILE);
+    let mut pretrained = None;
     let cfg = if opts.resume {
         if !config_path.is_file() {
             bail!(
@@ -109,7 +110,7 @@ pub fn run_cv(cfg: &MultiLabelConfig, out: &Path, opts: &CvOptions) -> Result<Op
             );
         }
         let mut cfg = cfg.clone();
-        settle_weights(&mut cfg, &Registry::open(None))?;
+        pretrained = settle_weights(&mut cfg, &Registry::open(None))?;
         cfg
     };
     cfg.validate()?;
@@ -147,7 +148,8 @@ pub fn run_cv(cfg: &MultiLabelConfig, out: &Path, opts: &CvOptions) -> Result<Op
                 backend: Backend::current(device),
                 command: std::env::args().collect(),
                 started: run_dir::timestamp(),
-                pretrained: None,
+                pretrained: pretrained.as_ref().map(Into::into),
+                preset: Some(cfg.preset),
             },
         )?;
     }

@@ -10,6 +10,7 @@ pub mod images;
 pub mod loss;
 pub mod markers;
 pub mod metrics;
+pub mod predict;
 pub mod swa;
 pub mod train;
 

@@ -120,13 +120,16 @@ pub fn model_spec(cfg: &MultiLabelConfig, classes: &[String]) -> ModelSpec {
 }
 
 /// Settles the weights' architecture and normalisation into the config before anything is
-/// built; returns whether weights are used.
-pub fn settle_weights(cfg: &mut MultiLabelConfig, registry: &Registry) -> Result<bool> {
+/// built; returns the registry entry of the weights, if any.
+pub fn settle_weights(
+    cfg: &mut MultiLabelConfig,
+    registry: &Registry,
+) -> Result<Option<crate::weights::registry::WeightsEntry>> {
     let mut model = model_spec(cfg, &[]).model;
     let entry = settle_model_config(&mut model, true, registry)?;
     cfg.model.arch = model.arch;
     cfg.model.normalization = model.normalization;
-    Ok(entry.is_some())
+    Ok(entry)
 }
 
 /// Trains fold `fold` with `seed` in `dir` (resuming a checkpoint found there) and returns its

@@ -466,5 +466,6 @@ fn run_manifest(cfg: &SegTrainConfig, manifest: &Path, device: Device) -> Result
         command: std::env::args().collect(),
         started: run_dir::timestamp(),
         pretrained: None,
+        preset: Some(cfg.preset),
     })
 }

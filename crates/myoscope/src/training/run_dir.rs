@@ -32,6 +32,9 @@ pub struct RunManifest {
     /// The registry weights the trunk started from, with their checksums.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<crate::weights::pretrained::PretrainedRecord>,
+    /// `faithful` (the paper as stated) or `corrected`, for the DEDL protocols.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<crate::config::Preset>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

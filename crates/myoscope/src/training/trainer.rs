@@ -524,5 +524,6 @@ fn run_manifest(
         command: std::env::args().collect(),
         started: run_dir::timestamp(),
         pretrained: pretrained.map(Into::into),
+        preset: None,
     })
 }
