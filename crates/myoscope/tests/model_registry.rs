@@ -7,6 +7,7 @@
 mod common;
 
 use myoscope::config::ModelConfig;
+use myoscope::explain::gradcam::{heat_maps_at_layer, CamMethod};
 use myoscope::models::ARCHITECTURES;
 use myoscope::training::checkpoint::{save_tensors, sorted_variables};
 use myoscope::training::{LoadedModel, ModelSpec};
@@ -112,6 +113,18 @@ fn check(arch: &str, dir: &std::path::Path) {
         .binary_cross_entropy_with_logits::<Tensor>(&targets, None, None, tch::Reduction::Mean)
         .double_value(&[]);
     assert!(second_loss.is_finite(), "{arch}");
+
+    // Grad-CAM at the default layer and at one in the middle of the trunk: the score is
+    // differentiable there and the maps are finite, one per image.
+    let names = net.layer_names();
+    for layer in [net.default_cam_layer(), names[names.len() / 2].clone()] {
+        let heat = heat_maps_at_layer(&net, &xs, &[0, 1], CamMethod::Plain, &layer).unwrap();
+        assert_eq!(heat.size()[0], 2, "{arch} {layer}");
+        assert!(
+            heat.isfinite().all().int64_value(&[]) == 1,
+            "{arch} {layer}: {heat}"
+        );
+    }
 
     // Save → load: the loaded model gives the same evaluation outputs, bit for bit.
     let weights = dir.join(format!("{arch}.safetensors"));

@@ -264,6 +264,35 @@ mod tests {
         assert!(got.allclose(&want, 1e-6, 1e-7, false), "{got} vs {want}");
     }
 
+    /// ViT's classifier reads the class token, which does not read the final patch tokens: by
+    /// default the maps come from the tokens entering the last block, and the last layer is
+    /// refused with that advice.
+    #[test]
+    fn vit_maps_come_from_tokens_its_class_token_reads() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let trunk = build_backbone("vit_base_patch32_224", &vs.root(), 3).unwrap();
+        let m = AggregatedClassifier::new(&vs.root(), trunk, 1, 3);
+        assert!(!m.pools_maps());
+        assert_eq!(m.default_cam_layer(), "blocks.10");
+        let xs = Tensor::randn([1, 3, 96, 96], (Kind::Float, Device::Cpu));
+        let peaks: Vec<f64> = (0..3)
+            .map(|c| {
+                let h = heat_maps(&m, &xs, &[c], CamMethod::Plain).unwrap();
+                assert_eq!(h.size(), [1, 3, 3]);
+                h.max().double_value(&[])
+            })
+            .collect();
+        assert!(peaks.iter().any(|&p| p > 0.0), "{peaks:?}");
+        let err = heat_maps_at_layer(&m, &xs, &[0], CamMethod::Plain, "norm")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("class token") && err.contains("blocks.10"),
+            "{err}"
+        );
+    }
+
     /// At the last layer the layer path equals the leaf path; at an earlier layer the map has
     /// that layer's (finer) resolution.
     #[test]

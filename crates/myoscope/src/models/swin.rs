@@ -284,21 +284,26 @@ impl Backbone for SwinTransformer {
     }
 
     fn feature_maps(&self, xs: &Tensor, _train: bool) -> Vec<Tensor> {
-        let mut ys = xs
-            .apply(&self.proj)
-            .permute([0, 2, 3, 1])
-            .apply(&self.embed_norm);
-        let mut out = vec![to_map(&ys)];
+        // Each stage reads its input back from the previous stage's map, so that a score is
+        // differentiable at the maps themselves (Grad-CAM at any layer).
+        let mut map = to_map(
+            &xs.apply(&self.proj)
+                .permute([0, 2, 3, 1])
+                .apply(&self.embed_norm),
+        );
+        let mut out = vec![map.shallow_clone()];
         for stage in &self.stages {
+            let mut ys = map.permute([0, 2, 3, 1]);
             if let Some(merging) = &stage.downsample {
                 ys = merging.forward(&ys);
             }
             for block in &stage.blocks {
                 ys = block.forward(&ys);
             }
-            out.push(to_map(&ys));
+            map = to_map(&ys);
+            out.push(map.shallow_clone());
         }
-        out.push(to_map(&ys.apply(&self.norm)));
+        out.push(to_map(&map.permute([0, 2, 3, 1]).apply(&self.norm)));
         out
     }
 

@@ -101,30 +101,39 @@ impl VisionTransformer {
         Tensor::cat(&[prefix, grid], 1)
     }
 
-    /// Tokens [N, 1 + h·w, C] after each stage of the forward pass: the embedded input, then
-    /// every block, then the final norm; and the patch grid (h, w).
-    fn token_stages(&self, xs: &Tensor) -> (Vec<Tensor>, (i64, i64)) {
+    /// The maps [N, C, h, w] of the patch tokens after each stage of the forward pass — the
+    /// embedded input, every block, the final norm — and the class token after the final norm
+    /// [N, C]. Each block reads the tokens back from the previous map, so that a score is
+    /// differentiable at the maps themselves (Grad-CAM).
+    fn stages(&self, xs: &Tensor) -> (Vec<Tensor>, Tensor) {
         let patches = xs.apply(&self.proj);
         let (n, _, h, w) = patches.size4().expect("patch embedding is 4-D");
         let tokens = patches.flatten(2, 3).transpose(1, 2);
         let cls = self.cls_token.expand([n, 1, DIM], false);
-        let mut ys = Tensor::cat(&[cls, tokens], 1) + self.position_embedding(h, w);
-        let mut out = vec![ys.shallow_clone()];
+        let ys = Tensor::cat(&[cls, tokens], 1) + self.position_embedding(h, w);
+        let (mut cls, mut map) = Self::split(&ys, (h, w));
+        let mut maps = vec![map.shallow_clone()];
         for block in &self.blocks {
-            ys = block.forward(&ys);
-            out.push(ys.shallow_clone());
+            let tokens = map.permute([0, 2, 3, 1]).reshape([n, h * w, DIM]);
+            let ys = block.forward(&Tensor::cat(&[cls, tokens], 1));
+            (cls, map) = Self::split(&ys, (h, w));
+            maps.push(map.shallow_clone());
         }
-        out.push(ys.apply(&self.norm));
-        (out, (h, w))
+        let tokens = map.permute([0, 2, 3, 1]).reshape([n, h * w, DIM]);
+        let normed = Tensor::cat(&[cls, tokens], 1).apply(&self.norm);
+        let (pooled, last) = Self::split(&normed, (h, w));
+        maps.push(last);
+        (maps, pooled.squeeze_dim(1))
     }
 
-    /// Patch tokens [N, 1 + h·w, C] → map [N, C, h, w] (the class token left out).
-    fn as_map(tokens: &Tensor, (h, w): (i64, i64)) -> Tensor {
+    /// Tokens [N, 1 + h·w, C] → the class token [N, 1, C] and the patch map [N, C, h, w].
+    fn split(tokens: &Tensor, (h, w): (i64, i64)) -> (Tensor, Tensor) {
         let n = tokens.size()[0];
-        tokens
+        let map = tokens
             .narrow(1, 1, h * w)
             .reshape([n, h, w, DIM])
-            .permute([0, 3, 1, 2])
+            .permute([0, 3, 1, 2]);
+        (tokens.narrow(1, 0, 1), map)
     }
 }
 
@@ -161,16 +170,12 @@ impl Backbone for VisionTransformer {
     }
 
     fn forward_pooled(&self, xs: &Tensor, _train: bool) -> (Tensor, Tensor) {
-        let (mut stages, grid) = self.token_stages(xs);
-        let last = stages.pop().expect("the final norm's tokens");
-        (Self::as_map(&last, grid), last.select(1, 0))
+        let (mut maps, pooled) = self.stages(xs);
+        (maps.pop().expect("the final norm's map"), pooled)
     }
 
     fn feature_maps_pooled(&self, xs: &Tensor, _train: bool) -> (Vec<Tensor>, Tensor) {
-        let (stages, grid) = self.token_stages(xs);
-        let pooled = stages.last().expect("the final norm's tokens").select(1, 0);
-        let maps = stages.iter().map(|t| Self::as_map(t, grid)).collect();
-        (maps, pooled)
+        self.stages(xs)
     }
 
     fn default_cam_layer(&self) -> String {
