@@ -74,8 +74,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CellTypes(a) => cell_types::run(a),
         Command::Multilabel(a) => multilabel::run(a),
         Command::Models => {
+            let width = crate::models::ARCHITECTURES
+                .iter()
+                .map(|(n, _)| n.len())
+                .max()
+                .unwrap_or(0);
             for (name, about) in crate::models::ARCHITECTURES {
-                println!("{name:<18} {about}");
+                println!("{name:<width$} {about}");
             }
             Ok(())
         }
