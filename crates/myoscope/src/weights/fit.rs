@@ -134,6 +134,9 @@ fn guess_architecture(mapped: &Mapped, tried: &str) -> Option<String> {
         .iter()
         .map(|(a, _)| *a)
         .filter(|a| *a != tried)
+        // Only families whose first convolution the file has: building every registered model
+        // (several of ~90M parameters) to compare names would take seconds.
+        .filter(|a| super::profile::first_conv(a).is_none_or(|c| given.contains_key(c)))
         .find_map(|arch| {
             let (vars, head) = model_variables(arch, 1).ok()?;
             let fits = vars.iter().all(|(n, s)| {
