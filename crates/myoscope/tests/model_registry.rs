@@ -188,3 +188,25 @@ fn every_other_architecture_trains_saves_and_loads() {
         .count();
     assert_eq!(n + covered, ARCHITECTURES.len());
 }
+
+/// An input too small for the trunk is a clear error before any tensor is made, not a libtorch
+/// failure in the forward pass.
+#[test]
+fn too_small_inputs_are_refused_with_the_minimum() {
+    for (arch, side, min) in [
+        ("vit_base_patch32_224", 16, "32²"),
+        ("convnext_tiny", 16, "32²"),
+    ] {
+        let mut s = spec(arch);
+        s.model.input_size = side;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let err = s.build(&vs).unwrap_err().to_string();
+        assert!(
+            err.contains(min) && err.contains("raise the input size"),
+            "{err}"
+        );
+    }
+    let mut s = spec("vit_base_patch16_224");
+    s.model.input_size = 16;
+    assert!(s.build(&nn::VarStore::new(Device::Cpu)).is_ok());
+}

@@ -61,6 +61,12 @@ pub trait Backbone: std::fmt::Debug + Send {
         (maps, pooled)
     }
 
+    /// The smallest input side (per patch of the aggregated classifier) the trunk can take:
+    /// one ViT patch, the 32 pixels ConvNeXt's four downsamplings need.
+    fn min_input_side(&self) -> i64 {
+        16
+    }
+
     /// The layer Grad-CAM uses unless told otherwise: the last, except where the score does not
     /// depend on the last maps (ViT: the class token reads the patch tokens entering its last
     /// block).

@@ -143,6 +143,10 @@ impl Backbone for ConvNeXt {
         "head.fc"
     }
 
+    fn min_input_side(&self) -> i64 {
+        32
+    }
+
     /// timm's `NormMlpClassifierHead`: average, then `head.norm`.
     fn pool(&self, maps: &Tensor) -> Option<Tensor> {
         Some(self.head_norm.forward(&global_average(maps)))

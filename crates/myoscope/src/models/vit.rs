@@ -178,6 +178,10 @@ impl Backbone for VisionTransformer {
         self.stages(xs)
     }
 
+    fn min_input_side(&self) -> i64 {
+        self.patch
+    }
+
     fn default_cam_layer(&self) -> String {
         format!("blocks.{}", self.blocks.len() - 2)
     }

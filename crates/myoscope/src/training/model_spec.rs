@@ -17,6 +17,17 @@ impl ModelSpec {
     pub fn build(&self, vs: &nn::VarStore) -> Result<AggregatedClassifier> {
         crate::models::validate_geometry(self.model.input_size, self.model.grid)?;
         let trunk = build_backbone(&self.model.arch, &vs.root(), self.model.in_channels)?;
+        let side = self.model.input_size / self.model.grid;
+        if side < trunk.min_input_side() {
+            anyhow::bail!(
+                "{} needs patches of at least {}² pixels, but input size {} with a {}×{} grid gives {side}²; raise the input size",
+                self.model.arch,
+                trunk.min_input_side(),
+                self.model.input_size,
+                self.model.grid,
+                self.model.grid
+            );
+        }
         Ok(AggregatedClassifier::new(
             &vs.root(),
             trunk,
