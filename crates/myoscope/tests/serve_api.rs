@@ -341,7 +341,7 @@ fn a_full_queue_answers_503_and_the_token_is_required() {
 #[test]
 fn segment_answers_what_segment_predict_writes() {
     let dir = scratch("segment");
-    let (run, manifest) = tiny_run(&dir);
+    let (run, _) = tiny_run(&dir);
     // A tiny DEDL run on synthetic grey nuclei.
     let data = dir.join("nuclei");
     std::fs::create_dir_all(data.join("images")).unwrap();
@@ -505,9 +505,19 @@ fn a_two_step_ensemble_diagnoses_as_the_command_line_does() {
     .unwrap();
     let ens = dir.join("ens");
     let out = myoscope(&[
-        "cv", "--config", cfg.to_str().unwrap(), "--out", ens.to_str().unwrap(), "--evaluate", "--quiet",
+        "cv",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        ens.to_str().unwrap(),
+        "--evaluate",
+        "--quiet",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let all = photos(&manifest);
     let server = Server::start(&["--model", ens.to_str().unwrap()]);
     let a = server.addr.as_str();
@@ -519,28 +529,51 @@ fn a_two_step_ensemble_diagnoses_as_the_command_line_does() {
     assert_eq!(c["stages"].as_array().unwrap().len(), 3);
     let figures = c["validation"]["figures"].as_array().unwrap();
     assert_eq!(c["validation"]["source"], "evaluation/metrics.json");
-    assert!(figures.iter().any(|f| f["label"].as_str().unwrap().starts_with("AUC")), "{c}");
+    assert!(
+        figures
+            .iter()
+            .any(|f| f["label"].as_str().unwrap().starts_with("AUC")),
+        "{c}"
+    );
 
-    // Several slides, so that both groups (and both step-2 ensembles) are likely called.
+    // Several slides, so that both groups (and both step-2 ensembles) are likely called; the
+    // command line reads each slide as a folder, in one run.
+    let slides: Vec<&[std::path::PathBuf]> = all.chunks(2).step_by(3).take(5).collect();
+    let mut args = vec![
+        "diagnose".to_string(),
+        "--ensemble".into(),
+        ens.display().to_string(),
+        "--device".into(),
+        "cpu".into(),
+        "--out".into(),
+        dir.join("diag").display().to_string(),
+    ];
+    for (k, pair) in slides.iter().enumerate() {
+        let folder = dir.join(format!("slides/s{k}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for p in pair.iter() {
+            std::fs::copy(p, folder.join(p.file_name().unwrap())).unwrap();
+        }
+        args.push(folder.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = myoscope(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli_all: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("diag/diagnoses.json")).unwrap())
+            .unwrap();
     let mut called = std::collections::BTreeSet::new();
-    for (k, pair) in all.chunks(2).step_by(3).enumerate() {
-        let d_out = dir.join(format!("diag-{k}"));
-        let mut args = vec![
-            "diagnose".to_string(),
-            "--ensemble".into(),
-            ens.display().to_string(),
-            "--device".into(),
-            "cpu".into(),
-            "--out".into(),
-            d_out.display().to_string(),
-        ];
-        args.extend(pair.iter().map(|p| p.display().to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = myoscope(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let cli: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(d_out.join("diagnoses.json")).unwrap()).unwrap();
-        let cli = &cli[0];
+    for (k, pair) in slides.iter().enumerate() {
+        let cli = cli_all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["slide"] == format!("s{k}"))
+            .unwrap();
         let parts: Vec<Part> = pair
             .iter()
             .map(|p| file("p.png", std::fs::read(p).unwrap()))
@@ -556,7 +589,10 @@ fn a_two_step_ensemble_diagnoses_as_the_command_line_does() {
         for key in ["call", "uncertain", "subtype", "threshold"] {
             assert_eq!(srv[key], cli[key], "{key}");
         }
-        let (s, t) = (srv["subtype_probabilities"].as_object().unwrap(), cli["subtype_probabilities"].as_object().unwrap());
+        let (s, t) = (
+            srv["subtype_probabilities"].as_object().unwrap(),
+            cli["subtype_probabilities"].as_object().unwrap(),
+        );
         assert_eq!(s.len(), 2, "{srv}");
         assert_eq!(s.keys().collect::<Vec<_>>(), t.keys().collect::<Vec<_>>());
         for (k, v) in s {

@@ -48,7 +48,6 @@ pub fn png_data_uri(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::Engine as _;
 
     #[test]
     fn data_uris_hold_shrunk_pngs() {

@@ -339,26 +339,33 @@ async fn segment(
     if s.segment_model.is_none() {
         return Err(no_segmentation_model());
     }
-    handle(&s, &headers, multipart, 1, check_segment_header, |mut form| {
-        let min_area = match form.fields.get("min_area") {
-            Some(v) => v.parse().map_err(|_| {
-                ApiError::bad_request(
-                    "bad_field",
-                    format!("min_area must be a whole number of pixels, got '{v}'"),
-                )
-            })?,
-            None => 10,
-        };
-        Ok(Task::Segment {
-            channel: form
-                .fields
-                .get("channel")
-                .filter(|v| !v.is_empty())
-                .cloned(),
-            min_area,
-            upload: form.uploads.remove(0),
-        })
-    })
+    handle(
+        &s,
+        &headers,
+        multipart,
+        1,
+        check_segment_header,
+        |mut form| {
+            let min_area = match form.fields.get("min_area") {
+                Some(v) => v.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        "bad_field",
+                        format!("min_area must be a whole number of pixels, got '{v}'"),
+                    )
+                })?,
+                None => 10,
+            };
+            Ok(Task::Segment {
+                channel: form
+                    .fields
+                    .get("channel")
+                    .filter(|v| !v.is_empty())
+                    .cloned(),
+                min_area,
+                upload: form.uploads.remove(0),
+            })
+        },
+    )
     .await
 }
 

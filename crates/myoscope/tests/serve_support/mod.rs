@@ -209,7 +209,7 @@ fn send(
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).unwrap();
-    let mut raw = Vec::new();
+    let mut head = Vec::new();
     if !expect_continue {
         s.write_all(body).unwrap();
     } else {
@@ -217,10 +217,27 @@ fn send(
         if parse_response(&first).status == 100 {
             s.write_all(body).unwrap();
         } else {
-            raw = first;
+            head = first;
         }
     }
-    let _ = s.read_to_end(&mut raw);
+    if head.is_empty() {
+        head = read_head(&mut s);
+    }
+    // Read exactly the announced body: some servers keep the connection open regardless.
+    let announced = parse_response(&head)
+        .header("Content-Length")
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut raw = head;
+    match announced {
+        Some(n) => {
+            let mut body = vec![0u8; n];
+            s.read_exact(&mut body).unwrap();
+            raw.extend_from_slice(&body);
+        }
+        None => {
+            let _ = s.read_to_end(&mut raw);
+        }
+    }
     parse_response(&raw)
 }
 

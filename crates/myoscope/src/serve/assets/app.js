@@ -77,7 +77,8 @@ async function loadModel() {
     }
     $("model").innerHTML = "Model <b>" + esc(c.name) + "</b> version <b>" + esc(c.version) + "</b> · " +
       esc(c.kind) + " (" + c.stages.map((s) => s.models).reduce((a, b) => a + b, 0) + " network(s), " +
-      esc(c.architecture) + ") · threshold " + c.threshold + " on " + esc(c.positive_group) +
+      esc(c.architecture) + ") · " + (c.stages[0].classes.length === 2 ? "threshold " + c.threshold + " on " + esc(c.positive_group) :
+      c.stages[0].classes.length + " classes, the most probable is called") + (c.hierarchy ? ", then the subtype" : "") +
       "<div class=\"figures\">Validation: " + figures + "</div>";
   } catch (e) {
     if (e.status === 401) { $("token-box").classList.remove("hidden"); $("model").textContent = "Enter the access token."; }
@@ -117,8 +118,11 @@ function renderDiagnosis(d) {
     .map(([k, v]) => "<tr><td>" + esc(k) + "</td><td class=\"num\">" + pct(v) + "</td></tr>").join("");
   let html = "<div class=\"call\" id=\"call\" data-call=\"" + esc(d.call) + "\">" + esc(d.call) +
     (d.uncertain ? "<span class=\"uncertain\" id=\"uncertain\">UNCERTAIN: second look advised</span>" : "") + "</div>";
+  const twoGroups = Object.keys(d.group_probabilities).length === 2;
   html += "<p>P(" + esc(d.positive_group) + ") = <b id=\"p-positive\">" + d.positive_probability.toFixed(3) +
-    "</b> over " + d.images + " photo(s); called at threshold " + d.threshold + ", uncertain between " + lo + " and " + hi + ".</p>";
+    "</b> over " + d.images + " photo(s); " + (twoGroups ? "called at threshold " + d.threshold :
+    "called as the most probable of " + Object.keys(d.group_probabilities).length + " classes") +
+    "; uncertain when P(" + esc(d.positive_group) + ") is between " + lo + " and " + hi + ".</p>";
   html += "<div class=\"bar\" title=\"probability, threshold and uncertainty band\"><div class=\"band\" style=\"left:" + 100 * lo +
     "%;width:" + 100 * (hi - lo) + "%\"></div><div class=\"fill\" style=\"width:" + 100 * d.positive_probability +
     "%\"></div><div class=\"threshold\" style=\"left:" + 100 * d.threshold + "%\"></div></div>";
@@ -211,7 +215,9 @@ function reportHtml() {
     ".photo{break-inside:avoid;margin-bottom:1em}</style></head><body>";
   h += "<h1>myoscope case report: slide " + esc(state.slide) + "</h1><p>" + when + "</p>";
   h += "<h2>Diagnosis</h2><p style=\"font-size:1.4em\"><b>" + esc(d.call) + "</b>" + (d.uncertain ? " <span class=\"u\">UNCERTAIN: second look advised</span>" : "") + "</p>";
-  h += "<p>P(" + esc(d.positive_group) + ") = " + d.positive_probability.toFixed(3) + " over " + d.images + " photo(s); threshold " + d.threshold +
+  const twoGroups = Object.keys(d.group_probabilities).length === 2;
+  h += "<p>P(" + esc(d.positive_group) + ") = " + d.positive_probability.toFixed(3) + " over " + d.images + " photo(s); " +
+    (twoGroups ? "called at threshold " + d.threshold : "called as the most probable class") +
     "; uncertainty band " + m.uncertainty_band[0] + "–" + m.uncertainty_band[1] + ".</p>";
   h += "<h3>Step 1: group</h3>" + table(d.group_probabilities);
   if (Object.keys(d.subtype_probabilities).length > 0) h += "<h3>Step 2: subtype within " + esc(d.call) + "</h3>" + table(d.subtype_probabilities);
