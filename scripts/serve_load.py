@@ -49,7 +49,8 @@ def post(url, path, body, content_type, headers=None, timeout=600):
         conn.request("POST", path, body=body, headers=h)
         r = conn.getresponse()
         data = r.read()
-        return r.status, time.perf_counter() - t0, data, dict(r.getheaders())
+        # Header names are case-insensitive; keep them lower-case.
+        return r.status, time.perf_counter() - t0, data, {k.lower(): v for k, v in r.getheaders()}
     except (ConnectionError, http.client.HTTPException, OSError) as e:
         return f"error: {e}", time.perf_counter() - t0, b"", {}
     finally:
@@ -143,7 +144,7 @@ def main():
     def one(i):
         barrier.wait()
         status, secs, data, h = post(a.url, "/v1/diagnose", body, ct, headers)
-        results[i] = (status, secs, h.get("Retry-After"))
+        results[i] = (status, secs, h.get("retry-after"))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(a.requests)]
     t0 = time.perf_counter()
@@ -166,6 +167,14 @@ def main():
         percentile(all_lat, 50), percentile(all_lat, 90), percentile(all_lat, 99)))
     if busy:
         print(f"503 answers carried Retry-After: {sorted(set(r[2] for r in busy), key=str)}")
+    u = urllib.parse.urlparse(a.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("GET", "/healthz")
+    health = json.loads(conn.getresponse().read())
+    conn.close()
+    print(f"server's mean time per case (moving average): {health['queue']['mean_seconds_per_case']:.3f} s; "
+          f"workers {health['queue']['workers']}, places {health['queue']['capacity']}")
+    print("machine load average (1, 5, 15 min): " + ", ".join(f"{x:.1f}" for x in __import__("os").getloadavg()))
     if a.pid:
         print(f"server peak RSS (VmHWM): {vm(a.pid, 'VmHWM'):.0f} MiB; now (VmRSS) {vm(a.pid, 'VmRSS'):.0f} MiB")
     if set(counts) - {200, 503}:

@@ -57,7 +57,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.max_photos == 0 {
         bail!("--max-photos must be at least 1");
     }
-    if !(a.max_megapixels > 0.0) || a.max_megapixels > 1000.0 {
+    let mp = a.max_megapixels;
+    if mp.is_nan() || mp <= 0.0 || mp > 1000.0 {
         bail!(
             "--max-megapixels must be in (0, 1000], got {}",
             a.max_megapixels

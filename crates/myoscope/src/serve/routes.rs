@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct AppState {
     pub info: ModelInfo,
@@ -242,6 +243,19 @@ fn display_name(raw: &str) -> String {
     }
 }
 
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+}
+
+async fn discard(mut multipart: Multipart) {
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(_chunk)) = field.chunk().await {}
+    }
+}
+
 /// Admission, the upload (under its own time limit), the worker (under the request's).
 async fn handle(
     s: &AppState,
@@ -259,7 +273,19 @@ async fn handle(
     if announced.is_some_and(|n| n > s.limits.max_upload_bytes as u64) {
         return Err(too_large(&s.limits));
     }
-    let ticket: Ticket = s.queue.admit()?;
+    let ticket: Ticket = match s.queue.admit() {
+        Ok(t) => t,
+        Err(busy) => {
+            // A client that did not ask `Expect: 100-continue` is already sending its photos;
+            // answering and closing now would break its pipe before it reads the 503. Read the
+            // body and throw it away (chunk by chunk: nothing is kept), for a few seconds at
+            // most, then answer.
+            if !expects_continue(headers) {
+                let _ = tokio::time::timeout(Duration::from_secs(5), discard(multipart)).await;
+            }
+            return Err(busy);
+        }
+    };
     let form = tokio::time::timeout(
         s.limits.upload_timeout,
         read_form(multipart, &s.limits, max_files, check),
