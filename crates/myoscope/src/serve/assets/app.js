@@ -125,7 +125,7 @@ function renderDiagnosis(d) {
     "; uncertain when P(" + esc(d.positive_group) + ") is between " + lo + " and " + hi + ".</p>";
   html += "<div class=\"bar\" title=\"probability, threshold and uncertainty band\"><div class=\"band\" style=\"left:" + 100 * lo +
     "%;width:" + 100 * (hi - lo) + "%\"></div><div class=\"fill\" style=\"width:" + 100 * d.positive_probability +
-    "%\"></div><div class=\"threshold\" style=\"left:" + 100 * d.threshold + "%\"></div></div>";
+    "%\"></div>" + (twoGroups ? "<div class=\"threshold\" style=\"left:" + 100 * d.threshold + "%\"></div>" : "") + "</div>";
   html += "<h3>Step 1: group</h3><table>" + rows(d.group_probabilities) + "</table>";
   if (Object.keys(d.subtype_probabilities).length > 0) {
     html += "<h3>Step 2: subtype within " + esc(d.call) + "</h3><table>" + rows(d.subtype_probabilities) + "</table>";
