@@ -2,6 +2,7 @@
 //! group (inflammatory myopathy or not), the call follows the chosen threshold on the positive
 //! group, then the called group's step-2 ensemble gives the subtype probabilities. Every
 //! probability is a mean over the slide's photos and over the ensemble's models.
+use crate::cv::config::{EvaluationSettings, Hierarchy};
 use crate::data::Dataset;
 use crate::ensemble::{mean_over_models, probabilities_per_model, Ensemble};
 use anyhow::Result;
@@ -48,22 +49,14 @@ pub fn diagnose(
     ds: &Dataset,
     opts: &DiagnoseOptions,
 ) -> Result<Vec<SlideDiagnosis>> {
-    let eval = &ens.manifest.evaluation;
-    let threshold = opts.threshold.unwrap_or(eval.threshold);
-    let [lo, hi] = opts.uncertainty_band.unwrap_or(eval.uncertainty_band);
     let step1 = &ens.manifest.stages[0].stage;
-    let positive = match &ens.manifest.hierarchy {
-        Some(h) => h.positive_group.clone(),
-        None => eval
-            .positive_class
-            .clone()
-            .unwrap_or_else(|| step1.classes[step1.classes.len().min(2) - 1].clone()),
-    };
-    let pos_idx = step1
-        .classes
-        .iter()
-        .position(|c| *c == positive)
-        .unwrap_or(0);
+    let decision = Decision::new(
+        &step1.classes,
+        ens.manifest.hierarchy.as_ref(),
+        &ens.manifest.evaluation,
+        opts.threshold,
+        opts.uncertainty_band,
+    );
 
     let models = ens.load_stage(&step1.name, opts.device)?;
     let group_probs = mean_over_models(&probabilities_per_model(
@@ -79,17 +72,7 @@ pub fn diagnose(
     let mut calls: Vec<(String, Vec<f64>, f64, String)> = Vec::new();
     for (slide, members) in &slides {
         let mean = mean_rows(members.iter().map(|&i| &group_probs[i]));
-        let p = mean[pos_idx];
-        let call = if step1.classes.len() == 2 {
-            if p >= threshold {
-                positive.clone()
-            } else {
-                step1.classes[1 - pos_idx].clone()
-            }
-        } else {
-            step1.classes[crate::evaluation::metrics::argmax_rows(std::slice::from_ref(&mean))[0]]
-                .clone()
-        };
+        let (p, call) = decision.call(&mean);
         calls.push((slide.clone(), mean, p, call));
     }
     let mut subtype_probs: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
@@ -135,7 +118,7 @@ pub fn diagnose(
                 .iter()
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .map(|(s, _)| s.clone())
-                .or_else(|| single_subtype(ens, &call));
+                .or_else(|| single_subtype(ens.manifest.hierarchy.as_ref(), &call));
             let truth = ds
                 .labelled
                 .then(|| ds.classes[ds.samples[members[0]].label].clone());
@@ -143,11 +126,11 @@ pub fn diagnose(
                 slide: slide.clone(),
                 images: members.len(),
                 group_probabilities: step1.classes.iter().cloned().zip(mean).collect(),
-                positive_group: positive.clone(),
+                positive_group: decision.positive.clone(),
                 positive_probability: p,
-                threshold,
+                threshold: decision.threshold,
+                uncertain: decision.is_uncertain(p),
                 call,
-                uncertain: (lo..=hi).contains(&p),
                 subtype_probabilities: subtypes,
                 subtype,
                 truth,
@@ -156,9 +139,69 @@ pub fn diagnose(
         .collect())
 }
 
+/// How step 1 is called: which class is thresholded, at what threshold, and which
+/// probabilities are too close to call. Shared by `diagnose` and the clinic server.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub classes: Vec<String>,
+    pub positive: String,
+    pub positive_index: usize,
+    pub threshold: f64,
+    pub uncertainty_band: [f64; 2],
+}
+
+impl Decision {
+    /// The positive group of a hierarchy, else the configured positive class, else the
+    /// second class; `threshold` and `band` override the ensemble's settings.
+    pub fn new(
+        classes: &[String],
+        hierarchy: Option<&Hierarchy>,
+        eval: &EvaluationSettings,
+        threshold: Option<f64>,
+        band: Option<[f64; 2]>,
+    ) -> Self {
+        let positive = match hierarchy {
+            Some(h) => h.positive_group.clone(),
+            None => eval
+                .positive_class
+                .clone()
+                .unwrap_or_else(|| classes[classes.len().clamp(1, 2) - 1].clone()),
+        };
+        let positive_index = classes.iter().position(|c| *c == positive).unwrap_or(0);
+        Self {
+            classes: classes.to_vec(),
+            positive,
+            positive_index,
+            threshold: threshold.unwrap_or(eval.threshold),
+            uncertainty_band: band.unwrap_or(eval.uncertainty_band),
+        }
+    }
+
+    /// (positive probability, call) for a slide's mean step-1 probabilities: with two groups
+    /// the threshold decides, with more the most probable class.
+    pub fn call(&self, mean: &[f64]) -> (f64, String) {
+        let p = mean.get(self.positive_index).copied().unwrap_or(0.0);
+        let call = if self.classes.len() == 2 {
+            if p >= self.threshold {
+                self.positive.clone()
+            } else {
+                self.classes[1 - self.positive_index].clone()
+            }
+        } else {
+            self.classes[crate::evaluation::metrics::argmax_rows(&[mean.to_vec()])[0]].clone()
+        };
+        (p, call)
+    }
+
+    pub fn is_uncertain(&self, p: f64) -> bool {
+        let [lo, hi] = self.uncertainty_band;
+        (lo..=hi).contains(&p)
+    }
+}
+
 /// A group with one subtype has no step-2 model; its subtype is known once it is called.
-fn single_subtype(ens: &Ensemble, group: &str) -> Option<String> {
-    let h = ens.manifest.hierarchy.as_ref()?;
+pub fn single_subtype(hierarchy: Option<&Hierarchy>, group: &str) -> Option<String> {
+    let h = hierarchy?;
     let g = h.groups.iter().find(|g| g.name == group)?;
     (g.subtypes.len() == 1).then(|| g.subtypes[0].clone())
 }
@@ -173,7 +216,7 @@ fn slides_of(ds: &Dataset) -> Vec<(String, Vec<usize>)> {
     by.into_iter().collect()
 }
 
-fn mean_rows<'a>(rows: impl Iterator<Item = &'a Vec<f64>>) -> Vec<f64> {
+pub fn mean_rows<'a>(rows: impl Iterator<Item = &'a Vec<f64>>) -> Vec<f64> {
     let mut sum: Vec<f64> = Vec::new();
     let mut n = 0.0;
     for r in rows {
@@ -186,4 +229,52 @@ fn mean_rows<'a>(rows: impl Iterator<Item = &'a Vec<f64>>) -> Vec<f64> {
         n += 1.0;
     }
     sum.iter().map(|s| s / n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn two_groups_are_called_at_the_threshold_and_flagged_in_the_band() {
+        let eval = EvaluationSettings {
+            threshold: 0.3,
+            ..EvaluationSettings::default()
+        };
+        let h = Hierarchy {
+            positive_group: "myositis".into(),
+            groups: Vec::new(),
+        };
+        let d = Decision::new(&names(&["myositis", "other"]), Some(&h), &eval, None, None);
+        assert_eq!(d.positive_index, 0);
+        assert_eq!(d.call(&[0.35, 0.65]), (0.35, "myositis".to_string()));
+        assert_eq!(d.call(&[0.25, 0.75]).1, "other");
+        assert!(d.is_uncertain(0.35) && !d.is_uncertain(0.25));
+        let strict = Decision::new(
+            &names(&["myositis", "other"]),
+            Some(&h),
+            &eval,
+            Some(0.5),
+            Some([0.4, 0.6]),
+        );
+        assert_eq!(strict.call(&[0.35, 0.65]).1, "other");
+        assert!(!strict.is_uncertain(0.35));
+    }
+
+    #[test]
+    fn more_classes_are_called_by_the_most_probable() {
+        let d = Decision::new(
+            &names(&["a", "b", "c"]),
+            None,
+            &EvaluationSettings::default(),
+            None,
+            None,
+        );
+        assert_eq!(d.positive, "b");
+        assert_eq!(d.call(&[0.2, 0.3, 0.5]), (0.3, "c".to_string()));
+    }
 }

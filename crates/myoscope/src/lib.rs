@@ -16,6 +16,7 @@ pub mod progress;
 pub mod reader_study;
 pub mod runtime;
 pub mod segmentation;
+pub mod serve;
 pub mod stats;
 pub mod synth;
 pub mod training;

@@ -10,6 +10,7 @@ pub mod multilabel;
 pub mod predict;
 pub mod reader_study;
 pub mod segment;
+pub mod serve;
 pub mod train;
 pub mod weights;
 
@@ -54,6 +55,8 @@ pub enum Command {
     CellTypes(cell_types::CellTypeArgs),
     /// DEDL multi-label classification: k-fold × seeds protocol, focal loss, SWA, F1 report.
     Multilabel(multilabel::MultiLabelArgs),
+    /// The clinic web app and JSON API: diagnosis, heat-maps and segmentation over HTTP.
+    Serve(serve::ServeArgs),
     /// List the model architectures.
     Models,
 }
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ReaderStudy(a) => reader_study::run(a),
         Command::CellTypes(a) => cell_types::run(a),
         Command::Multilabel(a) => multilabel::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Models => {
             let width = crate::models::ARCHITECTURES
                 .iter()

@@ -62,7 +62,7 @@ pub struct ExplainReport {
 }
 
 /// The models must agree on what they take and predict (the fold models of one stage do).
-fn check_models(models: &[LoadedModel]) -> Result<()> {
+pub fn check_models(models: &[LoadedModel]) -> Result<()> {
     let Some(first) = models.first() else {
         bail!("no model to explain");
     };
@@ -248,32 +248,46 @@ fn write_pointing_json(out: &Path, pg: &BTreeMap<String, PointingSummary>) -> Re
     )
 }
 
-/// A photo decoded, cropped and normalised for the models.
-struct Prepared {
-    photo_size: (u32, u32),
-    crop: (u32, u32, u32),
-    square: image::RgbImage,
-    input: Tensor,
+/// A photo decoded, cropped and normalised for the models: the centre square the models see,
+/// at photo resolution (for the pictures) and as their input tensor.
+pub struct Prepared {
+    pub photo_size: (u32, u32),
+    /// (x, y, side) of the centre square within the photo.
+    pub crop: (u32, u32, u32),
+    pub square: image::RgbImage,
+    pub input: Tensor,
 }
 
 impl Prepared {
     fn load(item: &PhotoItem, models: &[LoadedModel]) -> Result<Self> {
-        let spec = &models[0].spec.model;
         let img = load_rgb(&item.path)?;
+        Self::from_image(&img, models).with_context(|| item.path.display().to_string())
+    }
+
+    /// The smallest short side a photo may have for these models: eight pixels per patch.
+    pub fn min_side(models: &[LoadedModel]) -> u32 {
+        models.first().map_or(8, |m| (m.spec.model.grid * 8) as u32)
+    }
+
+    /// From a decoded photo (the clinic server decodes uploads in memory).
+    pub fn from_image(img: &image::RgbImage, models: &[LoadedModel]) -> Result<Self> {
+        let Some(first) = models.first() else {
+            bail!("no model to run");
+        };
+        let spec = &first.spec.model;
         let (w, h) = img.dimensions();
-        let min_side = (spec.grid * 8) as u32;
+        let min_side = Self::min_side(models);
         if w.min(h) < min_side {
             bail!(
-                "{} is {w}×{h}: too small for a {}×{} patch grid (the short side needs at least {min_side} pixels)",
-                item.path.display(),
+                "the photo is {w}×{h}: too small for a {}×{} patch grid (the short side needs at least {min_side} pixels)",
                 spec.grid,
                 spec.grid
             );
         }
         let crop = crop_box(w, h, Crop::Centre);
-        let square = image::imageops::crop_imm(&img, crop.0, crop.1, crop.2, crop.2).to_image();
+        let square = image::imageops::crop_imm(img, crop.0, crop.1, crop.2, crop.2).to_image();
         let s = spec.input_size as u32;
-        let resized = crop_and_resize(&img, Crop::Centre, s);
+        let resized = crop_and_resize(img, Crop::Centre, s);
         let chw = to_chw(&resized, ColourJitter::NONE, &spec.normalization);
         let input = Tensor::from_slice(&chw).view([1, 3, s as i64, s as i64]);
         Ok(Self {
@@ -285,7 +299,7 @@ impl Prepared {
     }
 
     /// Mean of the models' class probabilities.
-    fn probabilities(&self, models: &[LoadedModel]) -> Result<Vec<f64>> {
+    pub fn probabilities(&self, models: &[LoadedModel]) -> Result<Vec<f64>> {
         let mut sum: Option<Tensor> = None;
         for m in models {
             let p = m
@@ -301,7 +315,9 @@ impl Prepared {
         Ok(Vec::<f64>::try_from(mean)?)
     }
 
-    fn heat(
+    /// The heat-map of `class` on the square (the mean over the models, each scaled to a
+    /// maximum of 1).
+    pub fn heat(
         &self,
         models: &[LoadedModel],
         class: i64,
