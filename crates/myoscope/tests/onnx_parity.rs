@@ -42,9 +42,8 @@ fn randomise_norms(vs: &nn::VarStore) {
             let n = t.size();
             let fresh = if name.ends_with("running_mean") || name.ends_with(".bias") {
                 Tensor::randn(&n, (Kind::Float, Device::Cpu)) * 0.1
-            } else if name.ends_with("running_var") {
-                Tensor::rand(&n, (Kind::Float, Device::Cpu)) + 0.5
-            } else if t.dim() == 1 && name.ends_with(".weight") {
+            } else if name.ends_with("running_var") || (t.dim() == 1 && name.ends_with(".weight")) {
+                // Variances and batch-norm scales: positive, around 1.
                 Tensor::rand(&n, (Kind::Float, Device::Cpu)) + 0.5
             } else {
                 continue;
