@@ -279,4 +279,64 @@ mod tests {
             assert!((back - v).abs() <= s[i / 3] / 2.0 + 1e-7);
         }
     }
+
+    /// Every convolution of a quantized ResNet-18 reads dequantized input, weight and bias,
+    /// and its output (after the ReLU where there is one) is quantized: the pattern ONNX
+    /// Runtime fuses into an integer convolution.
+    #[test]
+    fn every_convolution_gets_the_qdq_pattern() {
+        let spec = ModelSpec {
+            model: crate::config::ModelConfig {
+                arch: "resnet18".into(),
+                grid: 2,
+                input_size: 64,
+                ..Default::default()
+            },
+            classes: vec!["a".into(), "b".into()],
+        };
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _net = spec.build(&vs).unwrap();
+        let meta = sidecar(&spec, "x", "int8", None);
+        let fp32 = finish(build_graph(&spec, &vs.variables()).unwrap(), &meta);
+        let tensors = activation_tensors(&fp32.graph);
+        let ranges = tensors.iter().map(|t| (t.clone(), (-1.0, 5.0))).collect();
+        let q = quantize(&fp32, &ranges).unwrap();
+        let producer: HashMap<&str, &str> = q
+            .graph
+            .nodes
+            .iter()
+            .map(|n| (n.outputs[0].as_str(), n.op_type.as_str()))
+            .collect();
+        let convs: Vec<&Node> = q
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| n.op_type == "Conv")
+            .collect();
+        assert_eq!(convs.len(), 20);
+        for c in &convs {
+            assert_eq!(c.inputs.len(), 3);
+            for i in &c.inputs {
+                assert_eq!(producer.get(i.as_str()), Some(&"DequantizeLinear"), "{i}");
+            }
+        }
+        let quantized: HashSet<&str> = q
+            .graph
+            .nodes
+            .iter()
+            .filter(|n| n.op_type == "QuantizeLinear")
+            .map(|n| n.inputs[0].as_str())
+            .collect();
+        assert_eq!(quantized.len(), tensors.len());
+        // No float conv weight survives.
+        let inits: HashSet<&str> = q
+            .graph
+            .initializers
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        for c in fp32.graph.nodes.iter().filter(|n| n.op_type == "Conv") {
+            assert!(!inits.contains(c.inputs[1].as_str()));
+        }
+    }
 }
