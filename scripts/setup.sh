@@ -40,6 +40,13 @@ elif [ "$mode" = cuda ] && ! .venv/bin/python -m pip show nvidia-cublas >/dev/nu
   .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}"
 fi
 
+# ONNX Runtime for `--engine onnx`: only its libonnxruntime.so is used (loaded at run time).
+ORT_VERSION=1.31.1
+if ! .venv/bin/python -m pip show onnxruntime 2>/dev/null | grep -q "^Version: ${ORT_VERSION}"; then
+  echo "==> installing onnxruntime==${ORT_VERSION} (the ONNX engine's library) into .venv"
+  .venv/bin/python -m pip install --quiet --no-deps "onnxruntime==${ORT_VERSION}"
+fi
+
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ln -sfn "$site/torch" .venv/libtorch
 echo "==> libtorch: $(readlink .venv/libtorch)"

@@ -40,6 +40,21 @@ pub struct DiagnoseOptions {
     pub batch_size: usize,
     pub device: tch::Device,
     pub progress: bool,
+    /// libtorch or ONNX Runtime (CPU).
+    pub engine: crate::onnx::Engine,
+}
+
+/// A stage's models, switched to the chosen engine.
+fn load_stage(
+    ens: &Ensemble,
+    name: &str,
+    opts: &DiagnoseOptions,
+) -> Result<Vec<crate::training::LoadedModel>> {
+    let mut models = ens.load_stage(name, opts.device)?;
+    for m in &mut models {
+        m.use_engine(opts.engine, tch::get_num_threads().max(0) as usize)?;
+    }
+    Ok(models)
 }
 
 /// Diagnoses every slide of `ds` (photos grouped by `Sample::slide`, else one slide each).
@@ -58,7 +73,7 @@ pub fn diagnose(
         opts.uncertainty_band,
     );
 
-    let models = ens.load_stage(&step1.name, opts.device)?;
+    let models = load_stage(ens, &step1.name, opts)?;
     let group_probs = mean_over_models(&probabilities_per_model(
         &models,
         ds.clone(),
@@ -89,7 +104,7 @@ pub fn diagnose(
         if called.is_empty() {
             continue;
         }
-        let models = ens.load_stage(&entry.stage.name, opts.device)?;
+        let models = load_stage(ens, &entry.stage.name, opts)?;
         let probs = mean_over_models(&probabilities_per_model(
             &models,
             ds.subset(&called),

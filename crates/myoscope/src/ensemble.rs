@@ -187,7 +187,7 @@ pub fn probabilities_per_model(
     for batch in spawn_epoch(src, plan) {
         let images = batch?.images();
         for (m, rows) in models.iter().zip(out.iter_mut()) {
-            let probs = m.probabilities(&images);
+            let probs = m.probabilities(&images)?;
             let batch_rows = Vec::<Vec<f32>>::try_from(&probs).context("reading probabilities")?;
             rows.extend(
                 batch_rows

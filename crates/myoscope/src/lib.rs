@@ -12,6 +12,7 @@ pub mod fluorescence;
 pub mod inference;
 pub mod models;
 pub mod multilabel;
+pub mod onnx;
 pub mod progress;
 pub mod reader_study;
 pub mod runtime;

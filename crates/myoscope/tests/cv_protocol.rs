@@ -191,6 +191,7 @@ fn two_step_protocol_resumes_merges_evaluates_and_diagnoses() {
             batch_size: 4,
             device: tch::Device::Cpu,
             progress: false,
+            engine: myoscope::onnx::Engine::Torch,
         },
     )
     .unwrap();

@@ -37,6 +37,10 @@ pub struct DiagnoseArgs {
     pub device: String,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Inference engine: libtorch, or ONNX Runtime on the CPU (uses each model's exported
+    /// model.onnx, or exports it in memory).
+    #[arg(long, value_enum, default_value = "torch")]
+    pub engine: crate::onnx::Engine,
 }
 
 pub fn run(a: DiagnoseArgs) -> Result<()> {
@@ -57,6 +61,7 @@ pub fn run(a: DiagnoseArgs) -> Result<()> {
             batch_size: a.batch_size,
             device,
             progress: true,
+            engine: a.engine,
         },
     )?;
     for d in &diagnoses {

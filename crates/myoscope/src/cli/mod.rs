@@ -6,6 +6,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod evaluate;
 pub mod explain;
+pub mod export;
 pub mod multilabel;
 pub mod predict;
 pub mod reader_study;
@@ -47,6 +48,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Offline pretrained weights: import, list, verify against PyTorch.
     Weights(weights::WeightsArgs),
+    /// Export trained models (a run or an ensemble) to ONNX for ONNX Runtime.
+    Export(export::ExportArgs),
     /// Reader study on AI-focused/unfocused images: per-reader accuracy, paired t-test, confusion matrices.
     ReaderStudy(reader_study::ReaderStudyArgs),
     /// DEDL nucleus segmentation: train, predict (mask, overlay, QuPath GeoJSON), evaluate.
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Segment(a) => segment::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Weights(a) => weights::run(a),
+        Command::Export(a) => export::run(a),
         Command::ReaderStudy(a) => reader_study::run(a),
         Command::CellTypes(a) => cell_types::run(a),
         Command::Multilabel(a) => multilabel::run(a),

@@ -32,11 +32,19 @@ pub struct PredictArgs {
     pub device: String,
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Inference engine: libtorch, or ONNX Runtime on the CPU (uses the run's exported
+    /// model.onnx, or exports it in memory).
+    #[arg(long, value_enum, default_value = "torch")]
+    pub engine: crate::onnx::Engine,
+    /// Intra-op threads for ONNX Runtime (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let device = crate::device::parse_device(&a.device)?;
-    let model = LoadedModel::from_run_dir(&a.model, device)?;
+    let mut model = LoadedModel::from_run_dir(&a.model, device)?;
+    model.use_engine(a.engine, a.threads)?;
     let classes = model.spec.classes.clone();
     let ds = match &a.manifest {
         Some(m) => {

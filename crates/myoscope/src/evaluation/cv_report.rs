@@ -602,6 +602,7 @@ fn two_step(ens: &Ensemble, plan: &Plan, opts: &EvaluateOptions) -> Result<TwoSt
             batch_size: opts.batch_size,
             device: opts.device,
             progress: opts.progress,
+            engine: crate::onnx::Engine::Torch,
         },
     )?;
     let mut per_subtype: BTreeMap<String, SubtypeTally> = BTreeMap::new();

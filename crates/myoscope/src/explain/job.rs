@@ -303,7 +303,7 @@ impl Prepared {
         let mut sum: Option<Tensor> = None;
         for m in models {
             let p = m
-                .probabilities(&self.input)
+                .probabilities(&self.input)?
                 .view([-1])
                 .to_kind(Kind::Double);
             sum = Some(match sum {

@@ -13,7 +13,7 @@ use tch::{nn, Tensor};
 /// The Lite0 arch_def: (expand ratio, kernel, first stride, output channels, repeats) per
 /// stage; stage 0 (expand 1) is a depthwise-separable block, the rest inverted residuals.
 /// Lite1/2 scale channels and repeats from it ([`LiteVariant`]).
-const STAGES: [(i64, i64, i64, i64, usize); 7] = [
+pub(crate) const STAGES: [(i64, i64, i64, i64, usize); 7] = [
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
     (6, 5, 2, 40, 2),

@@ -8,7 +8,7 @@ use tch::{nn, Tensor};
 
 /// torchvision's `inverted_residual_setting`: (expand ratio t, output channels c, repeats n,
 /// first stride s) per stage.
-const SETTINGS: [(i64, i64, usize, i64); 7] = [
+pub(crate) const SETTINGS: [(i64, i64, usize, i64); 7] = [
     (1, 16, 1, 1),
     (6, 24, 2, 2),
     (6, 32, 3, 2),

@@ -47,6 +47,10 @@ pub struct LoadedModel {
     pub spec: ModelSpec,
     pub vs: nn::VarStore,
     pub net: AggregatedClassifier,
+    /// The weight file it was loaded from (an exported `model.onnx` sits beside it).
+    pub weights: std::path::PathBuf,
+    /// Set by [`LoadedModel::use_engine`]: probabilities then come from ONNX Runtime.
+    pub onnx: Option<crate::onnx::OnnxClassifier>,
 }
 
 impl LoadedModel {
@@ -71,17 +75,73 @@ impl LoadedModel {
         let tensors = super::checkpoint::load_tensors(weights)?;
         super::checkpoint::load_into_varstore(&vs, &tensors, weights)?;
         vs.freeze();
-        Ok(Self { spec, vs, net })
+        Ok(Self {
+            spec,
+            vs,
+            net,
+            weights: weights.to_path_buf(),
+            onnx: None,
+        })
     }
 
-    /// Class probabilities [B, K] for a normalised batch [B, 3, S, S].
-    pub fn probabilities(&self, images: &tch::Tensor) -> tch::Tensor {
-        tch::no_grad(|| {
+    /// Runs this model with `engine` from now on. For ONNX Runtime it opens the `model.onnx`
+    /// beside the weights when that was exported from these very weights (sha256 in its
+    /// sidecar), and otherwise exports the model in memory, saying so.
+    pub fn use_engine(&mut self, engine: crate::onnx::Engine, threads: usize) -> Result<()> {
+        use crate::onnx::{export, Engine, OnnxClassifier};
+        if engine == Engine::Torch {
+            self.onnx = None;
+            return Ok(());
+        }
+        let int8 = engine == Engine::OnnxInt8;
+        let file = self.weights.with_file_name(if int8 {
+            export::INT8_FILE
+        } else {
+            export::ONNX_FILE
+        });
+        let bytes = std::fs::read(&self.weights)
+            .with_context(|| format!("cannot read {}", self.weights.display()))?;
+        let sha = super::run_dir::sha256_hex(&bytes);
+        let current =
+            file.is_file() && export::read_sidecar(&file).is_ok_and(|s| s.weights_sha256 == sha);
+        let dir = self.weights.parent().unwrap_or(Path::new("."));
+        let problem = if file.is_file() {
+            "was exported from other weights"
+        } else {
+            "does not exist"
+        };
+        self.onnx = Some(if current {
+            OnnxClassifier::load(&file, threads)?
+        } else if int8 {
+            anyhow::bail!(
+                "{} {problem}; make it with `myoscope export onnx --model {} --int8 --calibrate MANIFEST`",
+                file.display(),
+                dir.display()
+            );
+        } else {
+            eprintln!(
+                "note: {} {problem}; exporting it in memory (`myoscope export onnx --model {}` saves it)",
+                file.display(),
+                dir.display()
+            );
+            let vars = self.vs.variables();
+            let (model, sidecar) = export::export_model(&self.spec, &vars, &sha)?;
+            OnnxClassifier::from_bytes(&model, sidecar, threads)?
+        });
+        Ok(())
+    }
+
+    /// Class probabilities [B, K] (on the CPU) for a normalised batch [B, 3, S, S].
+    pub fn probabilities(&self, images: &tch::Tensor) -> Result<tch::Tensor> {
+        if let Some(onnx) = &self.onnx {
+            return onnx.probabilities(images);
+        }
+        Ok(tch::no_grad(|| {
             self.net
                 .forward_t(&images.to_device(self.vs.device()), false)
                 .logits
                 .softmax(-1, tch::Kind::Float)
                 .to_device(tch::Device::Cpu)
-        })
+        }))
     }
 }
