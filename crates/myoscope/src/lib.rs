@@ -1,4 +1,5 @@
 //! myoscope: deep learning on biopsy microscope images.
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod cv;
@@ -12,6 +13,7 @@ pub mod fluorescence;
 pub mod inference;
 pub mod models;
 pub mod multilabel;
+pub mod precision;
 pub mod progress;
 pub mod reader_study;
 pub mod runtime;

@@ -36,6 +36,8 @@ pub struct LoadedModel {
     pub spec: ModelSpec,
     pub vs: nn::VarStore,
     pub net: AggregatedClassifier,
+    /// The kind the weights are held in; inputs are converted to it.
+    pub precision: crate::precision::Precision,
 }
 
 impl LoadedModel {
@@ -60,14 +62,29 @@ impl LoadedModel {
         let tensors = super::checkpoint::load_tensors(weights)?;
         super::checkpoint::load_into_varstore(&vs, &tensors, weights)?;
         vs.freeze();
-        Ok(Self { spec, vs, net })
+        Ok(Self {
+            spec,
+            vs,
+            net,
+            precision: crate::precision::Precision::Fp32,
+        })
+    }
+
+    /// Converts the weights to `precision` (bf16 for the reduced-precision fast path; the
+    /// probabilities stay f32).
+    pub fn set_precision(&mut self, precision: crate::precision::Precision) {
+        self.vs.set_kind(precision.kind());
+        self.precision = precision;
     }
 
     /// Class probabilities [B, K] for a normalised batch [B, 3, S, S].
     pub fn probabilities(&self, images: &tch::Tensor) -> tch::Tensor {
         tch::no_grad(|| {
+            let x = images
+                .to_device(self.vs.device())
+                .to_kind(self.precision.kind());
             self.net
-                .forward_t(&images.to_device(self.vs.device()), false)
+                .forward_t(&x, false)
                 .logits
                 .softmax(-1, tch::Kind::Float)
                 .to_device(tch::Device::Cpu)
