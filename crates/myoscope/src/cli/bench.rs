@@ -121,6 +121,16 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     let t0 = Instant::now();
     let machine = crate::bench::machine::Machine::current();
+    if machine
+        .load_average
+        .is_some_and(|l| l > machine.logical_cpus as f64)
+    {
+        eprintln!(
+            "note: the load average ({:.1}) exceeds the {} CPUs: other work is running, and the figures will show it",
+            machine.load_average.unwrap_or_default(),
+            machine.logical_cpus
+        );
+    }
     println!(
         "==> {} case(s){}, {threads} threads, {} ({} CPUs)",
         suite.len(),
@@ -145,7 +155,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
             c.warmup = n;
         }
     }
-    let mut results = Vec::new();
+    let mut report = SuiteReport {
+        format: "myoscope-bench/1".into(),
+        created: crate::training::run_dir::timestamp(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        quick: a.quick,
+        threads,
+        machine,
+        git_commit: crate::training::run_dir::git_commit(),
+        cases: Vec::new(),
+        wall_s: 0.0,
+    };
     for (i, case) in suite.iter().enumerate() {
         let t = Instant::now();
         println!(
@@ -173,20 +193,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 r.pytorch_error.as_deref().unwrap_or("")
             ),
         }
-        results.push(r);
+        report.cases.push(r);
+        report.wall_s = t0.elapsed().as_secs_f64();
+        // After every case, so an interrupted suite keeps what it measured.
+        report.write(&a.out)?;
     }
-    let report = SuiteReport {
-        format: "myoscope-bench/1".into(),
-        created: crate::training::run_dir::timestamp(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        quick: a.quick,
-        threads,
-        machine,
-        git_commit: crate::training::run_dir::git_commit(),
-        cases: results,
-        wall_s: t0.elapsed().as_secs_f64(),
-    };
-    report.write(&a.out)?;
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")?;
     }
