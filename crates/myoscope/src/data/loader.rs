@@ -101,8 +101,25 @@ impl ImageSource {
         let img = load_rgb(&sample.path)?;
         let square = Arc::new(crop_and_resize(&img, item.crop, self.size));
         if let Some(cache) = &self.cache {
+            // Training takes both end squares of every photo: cut the other one from this
+            // decode too, so each photo is decoded once per data set, not once per square.
+            let sibling = match item.crop {
+                Crop::Left => Some(Crop::Right),
+                Crop::Right => Some(Crop::Left),
+                Crop::Centre => None,
+            }
+            .map(|crop| Item {
+                sample: item.sample,
+                crop,
+            });
+            let sibling = sibling
+                .filter(|s| cache.lock().is_ok_and(|c| !c.contains_key(s)))
+                .map(|s| (s, Arc::new(crop_and_resize(&img, s.crop, self.size))));
             if let Ok(mut c) = cache.lock() {
                 c.insert(item, square.clone());
+                if let Some((s, sq)) = sibling {
+                    c.insert(s, sq);
+                }
             }
         }
         Ok(square)
