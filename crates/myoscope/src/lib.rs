@@ -1,4 +1,5 @@
 //! myoscope: deep learning on biopsy microscope images.
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod cv;
@@ -13,6 +14,7 @@ pub mod inference;
 pub mod models;
 pub mod multilabel;
 pub mod onnx;
+pub mod precision;
 pub mod progress;
 pub mod reader_study;
 pub mod runtime;

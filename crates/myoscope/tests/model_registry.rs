@@ -7,7 +7,9 @@
 mod common;
 
 use myoscope::config::ModelConfig;
-use myoscope::explain::gradcam::{heat_maps_at_layer, CamMethod};
+use myoscope::explain::gradcam::{
+    heat_maps_at_layer, heat_maps_by_autograd, heat_maps_from_maps, CamMethod,
+};
 use myoscope::models::ARCHITECTURES;
 use myoscope::training::checkpoint::{save_tensors, sorted_variables};
 use myoscope::training::{LoadedModel, ModelSpec};
@@ -124,6 +126,22 @@ fn check(arch: &str, dir: &std::path::Path) {
             heat.isfinite().all().int64_value(&[]) == 1,
             "{arch} {layer}: {heat}"
         );
+    }
+
+    // The closed-form gradients at the last maps (or, for a head that does not read a plain
+    // mean, the autograd fallback) give what autograd gives through this family's heads.
+    if net.pools_maps() {
+        let maps = tch::no_grad(|| net.patch_maps(&xs, false));
+        for method in [CamMethod::Plain, CamMethod::PatchWeighted] {
+            let fast = heat_maps_from_maps(&net, &maps, &[0, 1], method).unwrap();
+            let slow = heat_maps_by_autograd(&net, &maps, &[0, 1], method).unwrap();
+            let scale = slow.abs().max().double_value(&[]).max(1e-12);
+            let diff = (&fast - &slow).abs().max().double_value(&[]);
+            assert!(
+                diff <= 1e-5 * scale,
+                "{arch} {method:?}: {diff:e} of {scale:e}"
+            );
+        }
     }
 
     // Save → load: the loaded model gives the same evaluation outputs, bit for bit.

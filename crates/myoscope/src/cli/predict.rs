@@ -39,12 +39,17 @@ pub struct PredictArgs {
     /// Intra-op threads for ONNX Runtime (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// fp32, or bf16 (weights and input in bfloat16: faster on CPUs with AVX-512 BF16 or AMX;
+    /// `myoscope bench --precision-model` measures what it changes).
+    #[arg(long, default_value = "fp32")]
+    pub precision: crate::precision::Precision,
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let device = crate::device::parse_device(&a.device)?;
     let mut model = LoadedModel::from_run_dir(&a.model, device)?;
     model.use_engine(a.engine, a.threads)?;
+    model.set_precision(a.precision);
     let classes = model.spec.classes.clone();
     let ds = match &a.manifest {
         Some(m) => {

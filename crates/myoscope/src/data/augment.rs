@@ -92,7 +92,17 @@ impl ColourJitter {
 /// RGB u8 HWC → normalised f32 CHW, applying the colour jitter on the way.
 pub fn to_chw(img: &RgbImage, jitter: ColourJitter, norm: &Normalization) -> Vec<f32> {
     let (w, h) = img.dimensions();
+    let mut out = vec![0f32; 3 * (w * h) as usize];
+    to_chw_into(img, jitter, norm, &mut out);
+    out
+}
+
+/// [`to_chw`] into a caller's buffer of 3·w·h values (a photo's slot in a batch), so a batch
+/// is assembled without copying each photo again.
+pub fn to_chw_into(img: &RgbImage, jitter: ColourJitter, norm: &Normalization, out: &mut [f32]) {
+    let (w, h) = img.dimensions();
     let n = (w * h) as usize;
+    assert_eq!(out.len(), 3 * n, "CHW buffer of the wrong size");
     let raw = img.as_raw();
     let mut mean_luma = 0.0f64;
     if jitter.contrast != 1.0 {
@@ -102,7 +112,6 @@ pub fn to_chw(img: &RgbImage, jitter: ColourJitter, norm: &Normalization) -> Vec
         mean_luma /= n as f64 * 255.0;
     }
     let mean_luma = mean_luma as f32;
-    let mut out = vec![0f32; 3 * n];
     for (i, px) in raw.chunks_exact(3).enumerate() {
         let mut rgb = [
             px[0] as f32 / 255.0,
@@ -122,7 +131,6 @@ pub fn to_chw(img: &RgbImage, jitter: ColourJitter, norm: &Normalization) -> Vec
             out[c * n + i] = (rgb[c] - norm.mean[c]) / norm.std[c];
         }
     }
-    out
 }
 
 fn luma(r: f32, g: f32, b: f32) -> f32 {

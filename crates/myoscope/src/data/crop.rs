@@ -1,7 +1,6 @@
 //! Kabeya et al.'s cropping: training and validation take two squares at the two ends of the
 //! long side (left and right of a landscape photo), testing takes the centre square. The
 //! square side is the short edge; the square is then resized to the model's input size.
-use image::imageops::{self, FilterType};
 use image::RgbImage;
 
 /// Which square of a photo to take.
@@ -44,21 +43,18 @@ pub fn crop_box(w: u32, h: u32, crop: Crop) -> (u32, u32, u32) {
     }
 }
 
-/// Crops the square and resizes it to `size`×`size`.
+/// Crops the square and resizes it to `size`×`size`: triangle (bilinear) with antialiasing
+/// when shrinking, like PIL's default resize. The same bytes as `image`'s
+/// `resize(crop, Triangle)`, without copying the crop first (see [`super::resize`]).
 pub fn crop_and_resize(img: &RgbImage, crop: Crop, size: u32) -> RgbImage {
     let (x, y, side) = crop_box(img.width(), img.height(), crop);
-    let square = imageops::crop_imm(img, x, y, side, side).to_image();
-    if side == size {
-        square
-    } else {
-        // Triangle (bilinear) with antialiasing when shrinking, like PIL's default resize.
-        imageops::resize(&square, size, size, FilterType::Triangle)
-    }
+    super::resize::crop_resize_triangle(img, (x, y, side, side), size, size)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::imageops::{self, FilterType};
 
     #[test]
     fn boxes_follow_the_paper() {
@@ -80,5 +76,24 @@ mod tests {
         assert_eq!(l.get_pixel(0, 0)[0], 255);
         assert_eq!(r.get_pixel(19, 0)[1], 255);
         assert_eq!(crop_and_resize(&img, Crop::Centre, 8).dimensions(), (8, 8));
+    }
+
+    #[test]
+    fn matches_cropping_then_resizing_with_the_image_crate() {
+        let img = RgbImage::from_fn(90, 50, |x, y| {
+            image::Rgb([(x * 3) as u8, (y * 5) as u8, (x ^ y) as u8])
+        });
+        for crop in [Crop::Left, Crop::Right, Crop::Centre] {
+            let (x, y, side) = crop_box(90, 50, crop);
+            let square = imageops::crop_imm(&img, x, y, side, side).to_image();
+            for size in [32, 50, 64] {
+                let want = if side == size {
+                    square.clone()
+                } else {
+                    imageops::resize(&square, size, size, FilterType::Triangle)
+                };
+                assert!(crop_and_resize(&img, crop, size) == want, "{crop:?} {size}");
+            }
+        }
     }
 }

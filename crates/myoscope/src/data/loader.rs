@@ -101,45 +101,69 @@ impl ImageSource {
         let img = load_rgb(&sample.path)?;
         let square = Arc::new(crop_and_resize(&img, item.crop, self.size));
         if let Some(cache) = &self.cache {
+            // Training takes both end squares of every photo: cut the other one from this
+            // decode too, so each photo is decoded once per data set, not once per square.
+            let sibling = match item.crop {
+                Crop::Left => Some(Crop::Right),
+                Crop::Right => Some(Crop::Left),
+                Crop::Centre => None,
+            }
+            .map(|crop| Item {
+                sample: item.sample,
+                crop,
+            });
+            let sibling = sibling
+                .filter(|s| cache.lock().is_ok_and(|c| !c.contains_key(s)))
+                .map(|s| (s, Arc::new(crop_and_resize(&img, s.crop, self.size))));
             if let Ok(mut c) = cache.lock() {
                 c.insert(item, square.clone());
+                if let Some((s, sq)) = sibling {
+                    c.insert(s, sq);
+                }
             }
         }
         Ok(square)
     }
 
-    fn prepare(
+    /// Writes one item's normalised CHW pixels into its slot of the batch.
+    fn prepare_into(
         &self,
         item: Item,
         augmentation: Option<&Augmentation>,
         seed: u64,
-    ) -> Result<Vec<f32>> {
+        out: &mut [f32],
+    ) -> Result<()> {
         let square = self.square(item)?;
         match augmentation {
-            None => Ok(augment::to_chw(&square, ColourJitter::NONE, &self.norm)),
+            None => augment::to_chw_into(&square, ColourJitter::NONE, &self.norm, out),
             Some(aug) => {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let img = augment::geometric((*square).clone(), aug, &mut rng);
                 let jitter = ColourJitter::sample(aug.colour_jitter, &mut rng);
-                Ok(augment::to_chw(&img, jitter, &self.norm))
+                augment::to_chw_into(&img, jitter, &self.norm, out);
             }
         }
+        Ok(())
     }
 
-    /// Builds one batch in parallel; item k of the batch gets augmentation seed `seeds[k]`.
+    /// Builds one batch in parallel, each item straight into its slot of the batch buffer;
+    /// item k of the batch gets augmentation seed `seeds[k]`.
     pub fn batch(
         &self,
         items: &[Item],
         augmentation: Option<&Augmentation>,
         seeds: &[u64],
     ) -> Result<BatchData> {
-        let parts: Vec<Vec<f32>> = items
-            .par_iter()
-            .zip(seeds.par_iter())
-            .map(|(&item, &seed)| self.prepare(item, augmentation, seed))
-            .collect::<Result<_>>()?;
+        let per_item = 3 * self.size as usize * self.size as usize;
+        let mut pixels = vec![0f32; items.len() * per_item];
+        pixels
+            .par_chunks_mut(per_item)
+            .zip(items.par_iter().zip(seeds.par_iter()))
+            .try_for_each(|(out, (&item, &seed))| {
+                self.prepare_into(item, augmentation, seed, out)
+            })?;
         Ok(BatchData {
-            pixels: parts.concat(),
+            pixels,
             labels: items
                 .iter()
                 .map(|i| self.dataset.samples[i.sample].label as i64)

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod folds;
 pub mod loader;
 pub mod manifest;
+pub mod resize;
 pub mod split;
 
 pub use manifest::{Dataset, ManifestColumns, Sample};

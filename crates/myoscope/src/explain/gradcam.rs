@@ -11,6 +11,16 @@
 //!   probability for class c, so the weights are positive and sum to one. Each patch gets its own
 //!   channel weights from its own gradient (the spatial mean over its h×w map) and its own
 //!   map ReLU(Σ α_k·A_k); a patch that barely supports class c contributes little heat.
+//!
+//! At the trunk's last maps neither gradient needs a backward pass: both heads are a spatial
+//! mean followed by a linear layer (and, for the patch head, a softmax), so the gradient is the
+//! same at every position of a map. With W the head's weight [K, C] and h×w the map:
+//! - plain: ∂y^c/∂A = W_c / (g²·h·w);
+//! - patch-weighted: ∂y_k^c/∂A_k = (1/(h·w)) · y_k^c · (W_c − Σ_j y_k^j W_j).
+//!
+//! [`heat_maps_from_maps`] (and everything built on it) uses these closed forms; the autograd
+//! route stays for earlier layers ([`heat_maps_at_layer`]) and as the reference the closed form
+//! is tested against ([`heat_maps_by_autograd`]).
 use crate::models::AggregatedClassifier;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -51,9 +61,61 @@ pub fn heat_maps(
     heat_maps_from_maps(model, &maps, classes, method)
 }
 
-/// The same from the trunk's patch maps [B·g², C, h, w]: only the heads are differentiated,
-/// so this is where the formula lives (and what the PyTorch oracle checks).
+/// The same from the trunk's patch maps [B·g², C, h, w], by the closed-form gradients (see the
+/// module documentation): no backward pass, so a forward pass's maps can give the probabilities
+/// and the heat-maps at once. This is what the PyTorch oracle checks. Trunks whose heads do
+/// not read a plain mean (ConvNeXt) go through autograd instead.
 pub fn heat_maps_from_maps(
+    model: &AggregatedClassifier,
+    patch_maps: &Tensor,
+    classes: &[i64],
+    method: CamMethod,
+) -> Result<Tensor> {
+    if !model.pools_by_average() {
+        // A normalised mean (ConvNeXt's head norm) has no position-independent gradient.
+        return heat_maps_by_autograd(model, patch_maps, classes, method);
+    }
+    let maps = patch_maps.detach();
+    let out = tch::no_grad(|| model.head_forward(&maps));
+    let index = class_index(model, &out, classes)?;
+    let (n, c, h, w) = maps.size4()?;
+    tch::no_grad(|| match method {
+        CamMethod::Plain => {
+            let g2 = model.grid() * model.grid();
+            let alpha = model
+                .head_weight()
+                .to_kind(Kind::Float)
+                .index_select(0, &index)
+                / (g2 * h * w) as f64;
+            let b = alpha.size()[0];
+            let mosaic = model.stitch_mosaic(&maps);
+            Ok((alpha.view([b, c, 1, 1]) * mosaic)
+                .sum_dim_intlist(&[1i64][..], false, Kind::Float)
+                .relu())
+        }
+        CamMethod::PatchWeighted => {
+            let (Some(patch_logits), Some(weight)) = (&out.patch_logits, model.patch_head_weight())
+            else {
+                bail!("patch-weighted Grad-CAM needs a patch grid (this model has grid 1); use the plain method");
+            };
+            let (conf, share) = patch_confidence(model, patch_logits, &index);
+            let probs = patch_logits.softmax(-1, Kind::Float); // [B, g², K]
+            let weight = weight.to_kind(Kind::Float);
+            let own = weight.index_select(0, &index).unsqueeze(1); // [B, 1, C]
+            let expected = probs.matmul(&weight); // [B, g², C]: Σ_j y_k^j W_j
+            let grad = (own - expected) * conf.unsqueeze(-1) / (h * w) as f64;
+            let alpha = (grad * share.unsqueeze(-1)).view([n, c, 1, 1]);
+            let per_patch = (alpha * maps.to_kind(Kind::Float))
+                .sum_dim_intlist(&[1i64][..], true, Kind::Float)
+                .relu();
+            Ok(model.stitch_mosaic(&per_patch).squeeze_dim(1))
+        }
+    })
+}
+
+/// [`heat_maps_from_maps`] through libtorch's autograd: the heads are differentiated with the
+/// maps as leaves. The reference for the closed form; kept public so anyone can compare.
+pub fn heat_maps_by_autograd(
     model: &AggregatedClassifier,
     patch_maps: &Tensor,
     classes: &[i64],
@@ -117,17 +179,7 @@ fn target_of(
     classes: &[i64],
     method: CamMethod,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let b = out.logits.size()[0];
-    if classes.len() as i64 != b {
-        bail!("{} classes for {b} images", classes.len());
-    }
-    if let Some(&c) = classes.iter().find(|&&c| c < 0 || c >= model.num_classes()) {
-        bail!(
-            "class index {c} is outside the model's {} classes",
-            model.num_classes()
-        );
-    }
-    let index = Tensor::from_slice(classes).to_device(out.logits.device());
+    let index = class_index(model, out, classes)?;
     match method {
         CamMethod::Plain => {
             let score = out
@@ -140,16 +192,48 @@ fn target_of(
             let Some(patch_logits) = &out.patch_logits else {
                 bail!("patch-weighted Grad-CAM needs a patch grid (this model has grid 1); use the plain method");
             };
-            let g2 = model.grid() * model.grid();
-            let probs = patch_logits.softmax(-1, Kind::Float);
-            let per_class = index.view([b, 1, 1]).expand([b, g2, 1], false);
-            let conf = probs.gather(2, &per_class, false).squeeze_dim(2); // [B, g²]
-            let share = (&conf / conf.sum_dim_intlist(&[1i64][..], true, Kind::Float)).detach();
+            let (conf, share) = patch_confidence(model, patch_logits, &index);
             // Patch k's confidence depends only on its own maps, so one backward pass of the
             // sum yields every ∂y_k/∂A_k at once.
             Ok((conf.sum(Kind::Float), Some(share)))
         }
     }
+}
+
+/// The requested classes as an index tensor, after checking there is one per image and each
+/// is one of the model's.
+fn class_index(
+    model: &AggregatedClassifier,
+    out: &crate::models::AggregatedOutput,
+    classes: &[i64],
+) -> Result<Tensor> {
+    let b = out.logits.size()[0];
+    if classes.len() as i64 != b {
+        bail!("{} classes for {b} images", classes.len());
+    }
+    if let Some(&c) = classes.iter().find(|&&c| c < 0 || c >= model.num_classes()) {
+        bail!(
+            "class index {c} is outside the model's {} classes",
+            model.num_classes()
+        );
+    }
+    Ok(Tensor::from_slice(classes).to_device(out.logits.device()))
+}
+
+/// Each patch's confidence y_k^c [B, g²] (still attached to the graph) and its share of the
+/// image's total, y_k^c / Σ_i y_i^c (detached: the paper weights the gradient by it).
+fn patch_confidence(
+    model: &AggregatedClassifier,
+    patch_logits: &Tensor,
+    index: &Tensor,
+) -> (Tensor, Tensor) {
+    let b = patch_logits.size()[0];
+    let g2 = model.grid() * model.grid();
+    let probs = patch_logits.softmax(-1, Kind::Float);
+    let per_class = index.view([b, 1, 1]).expand([b, g2, 1], false);
+    let conf = probs.gather(2, &per_class, false).squeeze_dim(2);
+    let share = (&conf / conf.sum_dim_intlist(&[1i64][..], true, Kind::Float)).detach();
+    (conf, share)
 }
 
 /// Channel weights from the gradients, weighted maps, ReLU, stitched: [B, g·h, g·w].
@@ -291,6 +375,31 @@ mod tests {
             err.contains("class token") && err.contains("blocks.10"),
             "{err}"
         );
+    }
+
+    /// The closed-form gradients give what libtorch's autograd gives, for both methods, on
+    /// several images and classes at once.
+    #[test]
+    fn closed_form_equals_autograd() {
+        for grid in [2, 4] {
+            let (_vs, m) = model(grid);
+            let xs = Tensor::randn([3, 3, 16 * grid, 16 * grid], (Kind::Float, Device::Cpu));
+            let maps = tch::no_grad(|| m.patch_maps(&xs, false));
+            for classes in [[0i64, 1, 2], [2, 2, 0]] {
+                for method in [CamMethod::Plain, CamMethod::PatchWeighted] {
+                    let fast = heat_maps_from_maps(&m, &maps, &classes, method).unwrap();
+                    let slow = heat_maps_by_autograd(&m, &maps, &classes, method).unwrap();
+                    assert_eq!(fast.size(), slow.size());
+                    let diff = (&fast - &slow).abs().max().double_value(&[]);
+                    let scale = slow.abs().max().double_value(&[]);
+                    assert!(scale > 0.0, "{method:?}: all-zero map");
+                    assert!(
+                        diff <= 1e-6 * scale.max(1.0),
+                        "{method:?} grid {grid} {classes:?}: max diff {diff:e} (scale {scale:e})"
+                    );
+                }
+            }
+        }
     }
 
     /// At the last layer the layer path equals the leaf path; at an earlier layer the map has

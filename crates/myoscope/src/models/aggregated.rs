@@ -68,6 +68,17 @@ impl AggregatedClassifier {
         self.num_classes
     }
 
+    /// The final layer's weight [K, C]: with the mean pooling before it, the whole head is
+    /// linear in the mosaic, which is what the closed-form Grad-CAM relies on.
+    pub fn head_weight(&self) -> &Tensor {
+        &self.head.ws
+    }
+
+    /// The patch head's weight [K, C]; `None` for a 1×1 grid.
+    pub fn patch_head_weight(&self) -> Option<&Tensor> {
+        self.patch_head.as_ref().map(|h| &h.ws)
+    }
+
     /// [B, C, H, W] → [B·g·g, C, H/g, W/g], patches in row-major order.
     pub fn split_patches(&self, xs: &Tensor) -> Tensor {
         let (b, c, h, w) = xs.size4().expect("image batch must be 4-D");
@@ -103,6 +114,12 @@ impl AggregatedClassifier {
     /// ViT, whose class token is not on the patch grid).
     pub fn pools_maps(&self) -> bool {
         self.trunk.pools_maps()
+    }
+
+    /// Whether the heads read a plain spatial mean of the maps (see
+    /// [`crate::models::Backbone::pools_by_average`]).
+    pub fn pools_by_average(&self) -> bool {
+        self.trunk.pools_by_average()
     }
 
     /// The output from the patch maps and their pooled vectors [B·g·g, C]: the image pools its

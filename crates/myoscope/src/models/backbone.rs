@@ -43,6 +43,13 @@ pub trait Backbone: std::fmt::Debug + Send {
         true
     }
 
+    /// Whether [`Backbone::pool`] is the plain spatial mean, so that a head's gradient is the
+    /// same at every map position and Grad-CAM has a closed form (false for ConvNeXt, whose
+    /// head normalises the mean, and for ViT).
+    fn pools_by_average(&self) -> bool {
+        self.pools_maps()
+    }
+
     /// The final maps and the pooled vector of one forward pass.
     fn forward_pooled(&self, xs: &Tensor, train: bool) -> (Tensor, Tensor) {
         let maps = self.features(xs, train);

@@ -151,6 +151,10 @@ impl Backbone for ConvNeXt {
     fn pool(&self, maps: &Tensor) -> Option<Tensor> {
         Some(self.head_norm.forward(&global_average(maps)))
     }
+
+    fn pools_by_average(&self) -> bool {
+        false
+    }
 }
 
 /// timm `convnext_tiny`: depths 3-3-9-3, widths 96…768.

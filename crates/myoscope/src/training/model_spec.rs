@@ -51,6 +51,8 @@ pub struct LoadedModel {
     pub weights: std::path::PathBuf,
     /// Set by [`LoadedModel::use_engine`]: probabilities then come from ONNX Runtime.
     pub onnx: Option<crate::onnx::OnnxClassifier>,
+    /// The kind the weights are held in; inputs are converted to it.
+    pub precision: crate::precision::Precision,
 }
 
 impl LoadedModel {
@@ -81,6 +83,7 @@ impl LoadedModel {
             net,
             weights: weights.to_path_buf(),
             onnx: None,
+            precision: crate::precision::Precision::Fp32,
         })
     }
 
@@ -131,14 +134,24 @@ impl LoadedModel {
         Ok(())
     }
 
+    /// Converts the weights to `precision` (bf16 for the reduced-precision fast path; the
+    /// probabilities stay f32). Applies to the libtorch engine only.
+    pub fn set_precision(&mut self, precision: crate::precision::Precision) {
+        self.vs.set_kind(precision.kind());
+        self.precision = precision;
+    }
+
     /// Class probabilities [B, K] (on the CPU) for a normalised batch [B, 3, S, S].
     pub fn probabilities(&self, images: &tch::Tensor) -> Result<tch::Tensor> {
         if let Some(onnx) = &self.onnx {
             return onnx.probabilities(images);
         }
         Ok(tch::no_grad(|| {
+            let x = images
+                .to_device(self.vs.device())
+                .to_kind(self.precision.kind());
             self.net
-                .forward_t(&images.to_device(self.vs.device()), false)
+                .forward_t(&x, false)
                 .logits
                 .softmax(-1, tch::Kind::Float)
                 .to_device(tch::Device::Cpu)

@@ -1,0 +1,151 @@
+//! The aggregated classifier (Kabeya et al.; DenseNet-121 at 640², 4×4 patches of 160²):
+//! inference on a batch of photos, and one training step with the aggregated loss and RAdam.
+use super::{Params, Precision, Runnable};
+use crate::models::{build_backbone, AggregatedClassifier};
+use crate::training::loss::aggregated_loss;
+use crate::training::radam::{RAdam, RAdamConfig};
+use anyhow::Result;
+use tch::{nn, Device, Kind, Tensor};
+
+/// A seeded random-init aggregated model with `classes` outputs.
+pub fn model(
+    params: &Params,
+    classes: i64,
+    device: Device,
+) -> Result<(nn::VarStore, AggregatedClassifier)> {
+    crate::models::validate_geometry(params.size, params.grid)?;
+    let vs = nn::VarStore::new(device);
+    let trunk = build_backbone(&params.arch, &vs.root(), 3)?;
+    let net = AggregatedClassifier::new(&vs.root(), trunk, params.grid, classes);
+    Ok((vs, net))
+}
+
+fn patches(params: &Params) -> f64 {
+    (params.batch * params.grid * params.grid) as f64
+}
+
+pub struct Inference {
+    _vs: nn::VarStore,
+    net: AggregatedClassifier,
+    x: Tensor,
+    params: Params,
+    precision: Precision,
+    device: Device,
+}
+
+impl Inference {
+    pub fn new(params: &Params, precision: Precision, device: Device) -> Result<Self> {
+        tch::manual_seed(0);
+        let (mut vs, net) = model(params, 2, device)?;
+        vs.freeze();
+        vs.set_kind(precision.kind());
+        let x = Tensor::randn(
+            [params.batch, 3, params.size, params.size],
+            (Kind::Float, device),
+        )
+        .to_kind(precision.kind());
+        Ok(Self {
+            _vs: vs,
+            net,
+            x,
+            params: params.clone(),
+            precision,
+            device,
+        })
+    }
+}
+
+impl Runnable for Inference {
+    fn run(&mut self) -> Result<()> {
+        let p = tch::no_grad(|| {
+            self.net
+                .forward_t(&self.x, false)
+                .logits
+                .softmax(-1, Kind::Float)
+        });
+        sync(self.device);
+        anyhow::ensure!(p.double_value(&[0, 0]).is_finite(), "non-finite output");
+        Ok(())
+    }
+    fn items(&self) -> f64 {
+        patches(&self.params)
+    }
+    fn unit(&self) -> &'static str {
+        "patches"
+    }
+    fn detail(&self) -> String {
+        format!(
+            "aggregated {} at {}², {}×{} patches, batch {} photo(s), forward + softmax, {}",
+            self.params.arch,
+            self.params.size,
+            self.params.grid,
+            self.params.grid,
+            self.params.batch,
+            self.precision.name()
+        )
+    }
+}
+
+pub struct Training {
+    _vs: nn::VarStore,
+    net: AggregatedClassifier,
+    opt: RAdam,
+    x: Tensor,
+    labels: Tensor,
+    params: Params,
+    device: Device,
+}
+
+impl Training {
+    pub fn new(params: &Params, device: Device) -> Result<Self> {
+        tch::manual_seed(0);
+        let (vs, net) = model(params, 2, device)?;
+        let opt = RAdam::new(&vs, RAdamConfig::default());
+        let x = Tensor::randn(
+            [params.batch, 3, params.size, params.size],
+            (Kind::Float, device),
+        );
+        let labels = Tensor::zeros([params.batch], (Kind::Int64, device));
+        Ok(Self {
+            _vs: vs,
+            net,
+            opt,
+            x,
+            labels,
+            params: params.clone(),
+            device,
+        })
+    }
+}
+
+impl Runnable for Training {
+    fn run(&mut self) -> Result<()> {
+        self.opt.zero_grad();
+        let out = self.net.forward_t(&self.x, true);
+        let loss = aggregated_loss(&out, &self.labels, 1.0);
+        loss.backward();
+        self.opt.step();
+        sync(self.device);
+        anyhow::ensure!(loss.double_value(&[]).is_finite(), "non-finite loss");
+        Ok(())
+    }
+    fn items(&self) -> f64 {
+        patches(&self.params)
+    }
+    fn unit(&self) -> &'static str {
+        "patches"
+    }
+    fn detail(&self) -> String {
+        format!(
+            "aggregated {} at {}², {}×{} patches, batch {}: forward, image + patch cross-entropy, backward, RAdam",
+            self.params.arch, self.params.size, self.params.grid, self.params.grid, self.params.batch
+        )
+    }
+}
+
+/// Waits for queued GPU work so that the clock sees it.
+pub fn sync(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
