@@ -86,6 +86,68 @@ impl Runnable for Inference {
     }
 }
 
+/// The same forward pass through ONNX Runtime, on our export of the same seeded model
+/// (exported in memory; the clinic's `--engine onnx`).
+pub struct OnnxInference {
+    model: crate::onnx::OnnxClassifier,
+    x: Vec<f32>,
+    shape: [i64; 4],
+    params: Params,
+}
+
+impl OnnxInference {
+    pub fn new(params: &Params) -> Result<Self> {
+        use crate::{config::ModelConfig, training::ModelSpec};
+        tch::manual_seed(0);
+        let spec = ModelSpec {
+            model: ModelConfig {
+                arch: params.arch.clone(),
+                grid: params.grid,
+                input_size: params.size,
+                ..Default::default()
+            },
+            classes: vec!["a".into(), "b".into()],
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        spec.build(&vs)?;
+        let (bytes, sidecar) = crate::onnx::export::export_model(&spec, &vs.variables(), "bench")?;
+        let threads = usize::try_from(params.threads).unwrap_or(0);
+        let model = crate::onnx::OnnxClassifier::from_bytes(&bytes, sidecar, threads)?;
+        let shape = [params.batch, 3, params.size, params.size];
+        let x = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+        let x = Vec::<f32>::try_from(x.flatten(0, -1))?;
+        Ok(Self {
+            model,
+            x,
+            shape,
+            params: params.clone(),
+        })
+    }
+}
+
+impl Runnable for OnnxInference {
+    fn run(&mut self) -> Result<()> {
+        let out = self.model.run(self.x.clone(), self.shape)?;
+        anyhow::ensure!(
+            out.probabilities.iter().all(|p| p.is_finite()),
+            "non-finite output"
+        );
+        Ok(())
+    }
+    fn items(&self) -> f64 {
+        patches(&self.params)
+    }
+    fn unit(&self) -> &'static str {
+        "patches"
+    }
+    fn detail(&self) -> String {
+        format!(
+            "aggregated {} at {}², {}×{} patches, batch {} photo(s), ONNX Runtime fp32 on our export",
+            self.params.arch, self.params.size, self.params.grid, self.params.grid, self.params.batch
+        )
+    }
+}
+
 pub struct Training {
     _vs: nn::VarStore,
     net: AggregatedClassifier,

@@ -48,12 +48,15 @@ pub enum Workload {
 pub enum Engine {
     /// libtorch through tch: the engine myoscope trains and predicts with.
     Libtorch,
+    /// ONNX Runtime on our own export of the same model (`--engine onnx`; inference only).
+    Onnx,
 }
 
 impl Engine {
     pub fn name(self) -> &'static str {
         match self {
             Engine::Libtorch => "myoscope",
+            Engine::Onnx => "myoscope-onnx",
         }
     }
 }
@@ -146,7 +149,7 @@ impl Case {
 /// runs fewer iterations of the same workloads at the same sizes.
 pub fn cases(params: &Params, quick: bool) -> Vec<Case> {
     // (name, workload, engine, precision, warm-up, runs full, runs quick)
-    let table: [(&str, Workload, Engine, Precision, usize, usize, usize); 8] = [
+    let table: [(&str, Workload, Engine, Precision, usize, usize, usize); 9] = [
         (
             "classifier-inference",
             Workload::ClassifierInference,
@@ -161,6 +164,15 @@ pub fn cases(params: &Params, quick: bool) -> Vec<Case> {
             Workload::ClassifierInference,
             Engine::Libtorch,
             Precision::Bf16,
+            2,
+            9,
+            3,
+        ),
+        (
+            "classifier-inference-onnx",
+            Workload::ClassifierInference,
+            Engine::Onnx,
+            Precision::Fp32,
             2,
             9,
             3,
@@ -294,6 +306,15 @@ pub fn build(case: &Case) -> Result<Box<dyn Runnable>> {
                 case.precision,
                 device,
             )?)),
+        },
+        Engine::Onnx => match (case.workload, case.precision) {
+            (Workload::ClassifierInference, Precision::Fp32) => {
+                Ok(Box::new(classifier::OnnxInference::new(&case.params)?))
+            }
+            _ => bail!(
+                "case {}: the ONNX engine runs fp32 classifier inference only",
+                case.name
+            ),
         },
     }
 }
