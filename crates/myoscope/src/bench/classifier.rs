@@ -24,6 +24,14 @@ fn patches(params: &Params) -> f64 {
     (params.batch * params.grid * params.grid) as f64
 }
 
+/// "aggregated densenet121 at 640², 4×4 patches, batch 1" and what one run does.
+fn describe(params: &Params, what: &str) -> String {
+    format!(
+        "aggregated {} at {}², {}×{} patches, batch {}: {what}",
+        params.arch, params.size, params.grid, params.grid, params.batch
+    )
+}
+
 pub struct Inference {
     _vs: nn::VarStore,
     net: AggregatedClassifier,
@@ -74,14 +82,9 @@ impl Runnable for Inference {
         "patches"
     }
     fn detail(&self) -> String {
-        format!(
-            "aggregated {} at {}², {}×{} patches, batch {} photo(s), forward + softmax, {}",
-            self.params.arch,
-            self.params.size,
-            self.params.grid,
-            self.params.grid,
-            self.params.batch,
-            self.precision.name()
+        describe(
+            &self.params,
+            &format!("forward + softmax, {}", self.precision.name()),
         )
     }
 }
@@ -141,9 +144,9 @@ impl Runnable for OnnxInference {
         "patches"
     }
     fn detail(&self) -> String {
-        format!(
-            "aggregated {} at {}², {}×{} patches, batch {} photo(s), ONNX Runtime fp32 on our export",
-            self.params.arch, self.params.size, self.params.grid, self.params.grid, self.params.batch
+        describe(
+            &self.params,
+            "forward + softmax, ONNX Runtime fp32 on our export",
         )
     }
 }
@@ -198,9 +201,9 @@ impl Runnable for Training {
         "patches"
     }
     fn detail(&self) -> String {
-        format!(
-            "aggregated {} at {}², {}×{} patches, batch {}: forward, image + patch cross-entropy, backward, RAdam",
-            self.params.arch, self.params.size, self.params.grid, self.params.grid, self.params.batch
+        describe(
+            &self.params,
+            "forward, image + patch cross-entropy, backward, RAdam",
         )
     }
 }
