@@ -132,7 +132,13 @@ fn check(arch: &str, dir: &std::path::Path) {
     // mean, the autograd fallback) give what autograd gives through this family's heads.
     if net.pools_maps() {
         let maps = tch::no_grad(|| net.patch_maps(&xs, false));
-        for method in [CamMethod::Plain, CamMethod::PatchWeighted] {
+        // Patch-weighted needs a patch grid; these classifiers have grid 1.
+        let methods: &[CamMethod] = if net.grid() > 1 {
+            &[CamMethod::Plain, CamMethod::PatchWeighted]
+        } else {
+            &[CamMethod::Plain]
+        };
+        for &method in methods {
             let fast = heat_maps_from_maps(&net, &maps, &[0, 1], method).unwrap();
             let slow = heat_maps_by_autograd(&net, &maps, &[0, 1], method).unwrap();
             let scale = slow.abs().max().double_value(&[]).max(1e-12);
