@@ -283,37 +283,49 @@ fn int8_model_quantizes_every_convolution_and_stays_close() {
     tch::manual_seed(11);
     let batch = |n: i64| Tensor::rand([n, 3, 64, 64], (Kind::Float, Device::Cpu)) * 4.0 - 2.0;
     let calibration: Vec<Tensor> = (0..4).map(|_| batch(2)).collect();
-    let images = calibration.iter().map(|t| {
-        Ok((
-            Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap(),
-            [2, 3, 64, 64],
-        ))
-    });
-    let (bytes, sidecar) = myoscope::onnx::quantize::export_int8(
-        &s,
-        &vs.variables(),
-        "test",
-        images,
-        "random".into(),
-        1,
-    )
-    .unwrap();
-    assert_eq!(sidecar.precision, "int8");
-    let (fp32, _) = export::export_model(&s, &vs.variables(), "test").unwrap();
-    assert!(
-        bytes.len() < fp32.len() / 2,
-        "{} vs {}",
-        bytes.len(),
-        fp32.len()
-    );
-    let int8 = OnnxClassifier::from_bytes(&bytes, sidecar, 1).unwrap();
-    for images in [calibration[0].shallow_clone(), batch(3)] {
-        let expect = tch::no_grad(|| net.forward_t(&images, false))
-            .logits
-            .softmax(-1, Kind::Float);
-        let got = int8.forward(&images).unwrap();
-        let d = max_abs_diff(&expect, &got.probabilities);
-        eprintln!("int8 densenet-tiny: max |Δp| {d:.3}");
-        assert!(d < 0.02, "int8 probabilities differ by {d}");
+    use myoscope::onnx::calibrate::Calibration;
+    for how in [Calibration::MinMax, Calibration::Percentile(99.99)] {
+        let images = calibration.iter().map(|t| {
+            Ok((
+                Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap(),
+                [2, 3, 64, 64],
+            ))
+        });
+        let (bytes, sidecar) = myoscope::onnx::quantize::export_int8(
+            &s,
+            &vs.variables(),
+            "test",
+            images,
+            how,
+            "random".into(),
+            1,
+        )
+        .unwrap();
+        assert_eq!(sidecar.precision, "int8");
+        assert!(
+            sidecar
+                .calibration
+                .as_deref()
+                .is_some_and(|c| c.starts_with(&how.describe())),
+            "{:?}",
+            sidecar.calibration
+        );
+        let (fp32, _) = export::export_model(&s, &vs.variables(), "test").unwrap();
+        assert!(
+            bytes.len() < fp32.len() / 2,
+            "{} vs {}",
+            bytes.len(),
+            fp32.len()
+        );
+        let int8 = OnnxClassifier::from_bytes(&bytes, sidecar, 1).unwrap();
+        for images in [calibration[0].shallow_clone(), batch(3)] {
+            let expect = tch::no_grad(|| net.forward_t(&images, false))
+                .logits
+                .softmax(-1, Kind::Float);
+            let got = int8.forward(&images).unwrap();
+            let d = max_abs_diff(&expect, &got.probabilities);
+            eprintln!("int8 densenet-tiny ({}): max |Δp| {d:.3}", how.describe());
+            assert!(d < 0.02, "int8 probabilities differ by {d}");
+        }
     }
 }

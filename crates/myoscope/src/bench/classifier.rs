@@ -89,33 +89,69 @@ impl Runnable for Inference {
     }
 }
 
+/// Our ONNX export of a built model (`vs` holds its weights, `classes` outputs) in an ONNX
+/// Runtime session: fp32, or with `int8` the static int8 model calibrated on the bench's
+/// photos (99.999th-percentile ranges, as `myoscope export onnx --int8` does by default).
+pub fn onnx_session(
+    params: &Params,
+    vs: &nn::VarStore,
+    classes: i64,
+    int8: bool,
+) -> Result<crate::onnx::OnnxClassifier> {
+    use crate::onnx::calibrate::Calibration;
+    use crate::{config::ModelConfig, training::ModelSpec};
+    let spec = ModelSpec {
+        model: ModelConfig {
+            arch: params.arch.clone(),
+            grid: params.grid,
+            input_size: params.size,
+            ..Default::default()
+        },
+        classes: (0..classes).map(|k| format!("class{k}")).collect(),
+    };
+    let threads = usize::try_from(params.threads).unwrap_or(0);
+    let vars = vs.variables();
+    let (bytes, sidecar) = if int8 {
+        if params.photos.is_empty() {
+            anyhow::bail!("the int8 cases calibrate on the bench photos, and there are none");
+        }
+        let batches =
+            super::inputs::calibration_batches(&params.photos, CALIBRATION_PHOTOS, params.size)?
+                .into_iter()
+                .map(Ok);
+        crate::onnx::quantize::export_int8(
+            &spec,
+            &vars,
+            "bench",
+            batches,
+            Calibration::Percentile(99.999),
+            format!("{CALIBRATION_PHOTOS} bench photos"),
+            threads,
+        )?
+    } else {
+        crate::onnx::export::export_model(&spec, &vars, "bench")?
+    };
+    crate::onnx::OnnxClassifier::from_bytes(&bytes, sidecar, threads)
+}
+
+/// Photos that calibrate each int8 model of the bench.
+pub const CALIBRATION_PHOTOS: usize = 4;
+
 /// The same forward pass through ONNX Runtime, on our export of the same seeded model
-/// (exported in memory; the clinic's `--engine onnx`).
+/// (exported in memory; the clinic's `--engine onnx` or `onnx-int8`).
 pub struct OnnxInference {
     model: crate::onnx::OnnxClassifier,
     x: Vec<f32>,
     shape: [i64; 4],
     params: Params,
+    int8: bool,
 }
 
 impl OnnxInference {
-    pub fn new(params: &Params) -> Result<Self> {
-        use crate::{config::ModelConfig, training::ModelSpec};
+    pub fn new(params: &Params, int8: bool) -> Result<Self> {
         tch::manual_seed(0);
-        let spec = ModelSpec {
-            model: ModelConfig {
-                arch: params.arch.clone(),
-                grid: params.grid,
-                input_size: params.size,
-                ..Default::default()
-            },
-            classes: vec!["a".into(), "b".into()],
-        };
-        let vs = nn::VarStore::new(Device::Cpu);
-        spec.build(&vs)?;
-        let (bytes, sidecar) = crate::onnx::export::export_model(&spec, &vs.variables(), "bench")?;
-        let threads = usize::try_from(params.threads).unwrap_or(0);
-        let model = crate::onnx::OnnxClassifier::from_bytes(&bytes, sidecar, threads)?;
+        let (vs, _net) = model(params, 2, Device::Cpu)?;
+        let model = onnx_session(params, &vs, 2, int8)?;
         let shape = [params.batch, 3, params.size, params.size];
         let x = Tensor::randn(shape, (Kind::Float, Device::Cpu));
         let x = Vec::<f32>::try_from(x.flatten(0, -1))?;
@@ -124,6 +160,7 @@ impl OnnxInference {
             x,
             shape,
             params: params.clone(),
+            int8,
         })
     }
 }
@@ -146,7 +183,11 @@ impl Runnable for OnnxInference {
     fn detail(&self) -> String {
         describe(
             &self.params,
-            "forward + softmax, ONNX Runtime fp32 on our export",
+            if self.int8 {
+                "forward + softmax, ONNX Runtime int8 (QDQ, calibrated on 4 bench photos) on our export"
+            } else {
+                "forward + softmax, ONNX Runtime fp32 on our export"
+            },
         )
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! One file per workload ([`classifier`], [`segmentation`], [`pipeline`], [`slide`]); the
 //! [`runner`] spawns and interleaves the workers, [`report`] writes `bench.json` and
-//! `bench.md`. A new engine for our side (say ONNX Runtime) is an [`Engine`] variant, a
-//! branch where the workload is built, and a line in [`cases`].
+//! `bench.md`. A new engine for our side is an [`Engine`] variant, a branch where the workload
+//! is built, and a line in [`cases`].
 pub mod classifier;
 pub mod inputs;
 pub mod machine;
@@ -50,6 +50,8 @@ pub enum Engine {
     Libtorch,
     /// ONNX Runtime on our own export of the same model (`--engine onnx`; inference only).
     Onnx,
+    /// ONNX Runtime on our static int8 quantization of that export (`--engine onnx-int8`).
+    OnnxInt8,
 }
 
 impl Engine {
@@ -57,6 +59,7 @@ impl Engine {
         match self {
             Engine::Libtorch => "myoscope",
             Engine::Onnx => "myoscope-onnx",
+            Engine::OnnxInt8 => "myoscope-onnx-int8",
         }
     }
 }
@@ -149,7 +152,7 @@ impl Case {
 /// runs fewer iterations of the same workloads at the same sizes.
 pub fn cases(params: &Params, quick: bool) -> Vec<Case> {
     // (name, workload, engine, precision, warm-up, runs full, runs quick)
-    let table: [(&str, Workload, Engine, Precision, usize, usize, usize); 9] = [
+    let table: [(&str, Workload, Engine, Precision, usize, usize, usize); 12] = [
         (
             "classifier-inference",
             Workload::ClassifierInference,
@@ -172,6 +175,15 @@ pub fn cases(params: &Params, quick: bool) -> Vec<Case> {
             "classifier-inference-onnx",
             Workload::ClassifierInference,
             Engine::Onnx,
+            Precision::Fp32,
+            2,
+            9,
+            3,
+        ),
+        (
+            "classifier-inference-int8",
+            Workload::ClassifierInference,
+            Engine::OnnxInt8,
             Precision::Fp32,
             2,
             9,
@@ -227,6 +239,24 @@ pub fn cases(params: &Params, quick: bool) -> Vec<Case> {
             Workload::Slide,
             Engine::Libtorch,
             Precision::Bf16,
+            1,
+            3,
+            1,
+        ),
+        (
+            "slide-diagnosis-onnx",
+            Workload::Slide,
+            Engine::Onnx,
+            Precision::Fp32,
+            1,
+            3,
+            1,
+        ),
+        (
+            "slide-diagnosis-int8",
+            Workload::Slide,
+            Engine::OnnxInt8,
+            Precision::Fp32,
             1,
             3,
             1,
@@ -304,18 +334,28 @@ pub fn build(case: &Case) -> Result<Box<dyn Runnable>> {
             Workload::Slide => Ok(Box::new(slide::SlideDiagnosis::new(
                 &case.params,
                 case.precision,
+                case.engine,
                 device,
             )?)),
         },
-        Engine::Onnx => match (case.workload, case.precision) {
-            (Workload::ClassifierInference, Precision::Fp32) => {
-                Ok(Box::new(classifier::OnnxInference::new(&case.params)?))
+        Engine::Onnx | Engine::OnnxInt8 => {
+            let int8 = case.engine == Engine::OnnxInt8;
+            match (case.workload, case.precision) {
+                (Workload::ClassifierInference, Precision::Fp32) => {
+                    Ok(Box::new(classifier::OnnxInference::new(&case.params, int8)?))
+                }
+                (Workload::Slide, Precision::Fp32) => Ok(Box::new(slide::SlideDiagnosis::new(
+                    &case.params,
+                    case.precision,
+                    case.engine,
+                    device,
+                )?)),
+                _ => bail!(
+                    "case {}: the ONNX engines run classifier inference and the slide, from fp32 models",
+                    case.name
+                ),
             }
-            _ => bail!(
-                "case {}: the ONNX engine runs fp32 classifier inference only",
-                case.name
-            ),
-        },
+        }
     }
 }
 

@@ -8,16 +8,15 @@
 //! The fast path: the three photos go through each model as one batch, and each model's one
 //! forward pass gives both the probabilities and, by the closed-form gradients of
 //! [`crate::explain::gradcam::heat_maps_from_maps`], the heat-maps — no second trunk pass and
-//! no backward pass.
-use super::classifier::{model, sync};
-use super::{Params, Precision, Runnable};
-use crate::data::augment::{to_chw, ColourJitter, Normalization};
-use crate::data::crop::{crop_and_resize, crop_box, Crop};
-use crate::data::decode::load_rgb;
+//! no backward pass. With an ONNX engine the trunk runs in ONNX Runtime (fp32 or int8), whose
+//! `feature_maps` output feeds the same closed form.
+use super::classifier::{model, onnx_session, sync};
+use super::inputs::centre_squares;
+use super::{Engine, Params, Precision, Runnable};
 use crate::explain::gradcam::{ensemble_mean, heat_maps_from_maps, CamMethod};
 use crate::models::AggregatedClassifier;
+use crate::onnx::OnnxClassifier;
 use anyhow::{bail, Result};
-use rayon::prelude::*;
 use std::path::PathBuf;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -26,7 +25,9 @@ pub const PHOTOS: usize = 3;
 
 struct Member {
     _vs: nn::VarStore,
+    /// The libtorch model; with an ONNX engine only its heads are used (for the heat-maps).
     net: AggregatedClassifier,
+    onnx: Option<OnnxClassifier>,
 }
 
 pub struct SlideDiagnosis {
@@ -35,8 +36,8 @@ pub struct SlideDiagnosis {
     photos: Vec<PathBuf>,
     params: Params,
     precision: Precision,
+    engine: Engine,
     device: Device,
-    norm: Normalization,
     /// The last run's outcome, kept so the work cannot be optimised away and for checks.
     pub last: Option<Outcome>,
 }
@@ -56,9 +57,17 @@ pub struct Outcome {
 }
 
 impl SlideDiagnosis {
-    pub fn new(params: &Params, precision: Precision, device: Device) -> Result<Self> {
+    pub fn new(
+        params: &Params,
+        precision: Precision,
+        engine: Engine,
+        device: Device,
+    ) -> Result<Self> {
         if params.photos.len() < PHOTOS {
             bail!("the slide case needs {PHOTOS} photos");
+        }
+        if engine != Engine::Libtorch && (precision != Precision::Fp32 || device != Device::Cpu) {
+            bail!("the ONNX engines run on the CPU from fp32 models");
         }
         let build = |classes: i64, seed: i64| -> Result<Vec<Member>> {
             (0..params.ensemble as i64)
@@ -66,8 +75,13 @@ impl SlideDiagnosis {
                     tch::manual_seed(seed + k);
                     let (mut vs, net) = model(params, classes, device)?;
                     vs.freeze();
+                    let onnx = match engine {
+                        Engine::Libtorch => None,
+                        Engine::Onnx => Some(onnx_session(params, &vs, classes, false)?),
+                        Engine::OnnxInt8 => Some(onnx_session(params, &vs, classes, true)?),
+                    };
                     vs.set_kind(precision.kind());
-                    Ok(Member { _vs: vs, net })
+                    Ok(Member { _vs: vs, net, onnx })
                 })
                 .collect()
         };
@@ -77,55 +91,71 @@ impl SlideDiagnosis {
             photos: params.photos[..PHOTOS].to_vec(),
             params: params.clone(),
             precision,
+            engine,
             device,
-            norm: Normalization::default(),
             last: None,
         })
     }
 
     /// Decodes, crops, resizes and normalises the photos in parallel into one batch.
-    fn batch(&self) -> Result<(Tensor, u32)> {
-        let size = self.params.size as u32;
-        let norm = &self.norm;
-        let parts: Vec<(Vec<f32>, u32)> = self
-            .photos
-            .par_iter()
-            .map(|p| -> Result<(Vec<f32>, u32)> {
-                let img = load_rgb(p)?;
-                let side = crop_box(img.width(), img.height(), Crop::Centre).2;
-                let square = crop_and_resize(&img, Crop::Centre, size);
-                Ok((to_chw(&square, ColourJitter::NONE, norm), side))
-            })
-            .collect::<Result<_>>()?;
-        let side = parts[0].1;
-        let n = parts.len() as i64;
-        let mut pixels = Vec::with_capacity(parts.len() * parts[0].0.len());
-        for (p, _) in &parts {
-            pixels.extend_from_slice(p);
+    fn batch(&self) -> Result<(Batch, u32)> {
+        let (pixels, side) = centre_squares(&self.photos, self.params.size as u32)?;
+        let s = self.params.size;
+        let shape = [self.photos.len() as i64, 3, s, s];
+        let tensor = (self.engine == Engine::Libtorch).then(|| {
+            Tensor::from_slice(&pixels)
+                .view(shape)
+                .to_device(self.device)
+                .to_kind(self.precision.kind())
+        });
+        Ok((
+            Batch {
+                pixels,
+                shape,
+                tensor,
+            },
+            side,
+        ))
+    }
+}
+
+/// The photos as ONNX Runtime reads them, and as a libtorch tensor for the libtorch engine.
+struct Batch {
+    pixels: Vec<f32>,
+    shape: [i64; 4],
+    tensor: Option<Tensor>,
+}
+
+/// One model on the batch: its class probabilities [N, K] and its trunk's patch maps
+/// [N·g², C, h, w].
+fn forward(m: &Member, x: &Batch) -> Result<(Tensor, Tensor)> {
+    match (&m.onnx, &x.tensor) {
+        (Some(onnx), _) => {
+            let out = onnx.run(x.pixels.clone(), x.shape)?;
+            let k = (out.probabilities.len() / out.batch) as i64;
+            let probs = Tensor::from_slice(&out.probabilities).view([out.batch as i64, k]);
+            // ONNX gives the maps stitched into a mosaic; splitting it into patches is the
+            // same reshaping as splitting an image.
+            let mosaic = Tensor::from_slice(&out.feature_maps).view(&out.feature_maps_shape[..]);
+            Ok((probs, m.net.split_patches(&mosaic)))
         }
-        let s = size as i64;
-        let x = Tensor::from_slice(&pixels)
-            .view([n, 3, s, s])
-            .to_device(self.device)
-            .to_kind(self.precision.kind());
-        Ok((x, side))
+        (None, Some(x)) => {
+            let maps = tch::no_grad(|| m.net.patch_maps(x, false));
+            let probs = tch::no_grad(|| m.net.head_forward(&maps).logits.softmax(-1, Kind::Float));
+            Ok((probs, maps))
+        }
+        (None, None) => bail!("the libtorch engine needs the batch as a tensor"),
     }
 }
 
 /// One ensemble on the batch: the slide's mean probabilities (over models, then photos), the
 /// class it picks (the first class at ≥ 0.5 for a two-class step, else the most probable),
 /// and the ensemble's heat-maps for that class.
-fn ensemble_step(members: &[Member], x: &Tensor) -> Result<(Vec<f64>, usize, Tensor)> {
+fn ensemble_step(members: &[Member], x: &Batch) -> Result<(Vec<f64>, usize, Tensor)> {
     let mut maps = Vec::with_capacity(members.len());
     let mut sum: Option<Tensor> = None;
     for m in members {
-        let patch_maps = tch::no_grad(|| m.net.patch_maps(x, false));
-        let probs = tch::no_grad(|| {
-            m.net
-                .head_forward(&patch_maps)
-                .logits
-                .softmax(-1, Kind::Float)
-        });
+        let (probs, patch_maps) = forward(m, x)?;
         sum = Some(match sum {
             Some(s) => s + probs,
             None => probs,
@@ -150,7 +180,7 @@ fn ensemble_step(members: &[Member], x: &Tensor) -> Result<(Vec<f64>, usize, Ten
     } else {
         crate::evaluation::metrics::argmax_rows(std::slice::from_ref(&slide))[0]
     };
-    let n = x.size()[0] as usize;
+    let n = x.shape[0] as usize;
     let classes = vec![class as i64; n];
     let heat = members
         .iter()
@@ -202,7 +232,11 @@ impl Runnable for SlideDiagnosis {
             self.params.size,
             self.params.ensemble,
             self.params.arch,
-            self.precision.name()
+            match self.engine {
+                Engine::Libtorch => format!("libtorch {}", self.precision.name()),
+                Engine::Onnx => "ONNX Runtime fp32".into(),
+                Engine::OnnxInt8 => "ONNX Runtime int8".into(),
+            }
         )
     }
 }
@@ -224,7 +258,8 @@ mod tests {
             photos,
             ..Params::default()
         };
-        let mut slide = SlideDiagnosis::new(&params, Precision::Fp32, Device::Cpu).unwrap();
+        let mut slide =
+            SlideDiagnosis::new(&params, Precision::Fp32, Engine::Libtorch, Device::Cpu).unwrap();
         slide.run().unwrap();
         let out = slide.last.take().unwrap();
         assert!((out.step1.iter().sum::<f64>() - 1.0).abs() < 1e-6);
@@ -234,6 +269,64 @@ mod tests {
         assert_eq!(out.call_maps.size(), [3, 102, 102]);
         assert_eq!(out.subtype_maps.size(), [3, 102, 102]);
         assert!(out.call_maps.max().double_value(&[]) > 0.0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The ONNX engine gives the libtorch engine's diagnosis and heat-maps (its feature maps
+    /// feed the same closed form); int8 gives a diagnosis of the same shape.
+    #[test]
+    fn the_onnx_engines_give_the_same_slide() {
+        if let Err(e) = crate::onnx::runtime::init() {
+            eprintln!("SKIP: ONNX Runtime is not available here: {e:#}");
+            return;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("myoscope-bench-slide-onnx-{}", std::process::id()));
+        let photos = super::super::inputs::write_photos(&dir, 4, 136, 102).unwrap();
+        let params = Params {
+            arch: "densenet-tiny".into(),
+            size: 64,
+            grid: 2,
+            ensemble: 2,
+            threads: 1,
+            photos,
+            ..Params::default()
+        };
+        let mut outcomes = Vec::new();
+        for engine in [Engine::Libtorch, Engine::Onnx, Engine::OnnxInt8] {
+            let mut slide =
+                SlideDiagnosis::new(&params, Precision::Fp32, engine, Device::Cpu).unwrap();
+            slide.run().unwrap();
+            outcomes.push(slide.last.take().unwrap());
+        }
+        let (torch, onnx, int8) = (&outcomes[0], &outcomes[1], &outcomes[2]);
+        let close =
+            |a: &[f64], b: &[f64], tol: f64| a.iter().zip(b).all(|(x, y)| (x - y).abs() < tol);
+        assert!(
+            close(&torch.step1, &onnx.step1, 1e-5),
+            "{:?} vs {:?}",
+            torch.step1,
+            onnx.step1
+        );
+        assert!(
+            close(&torch.step2, &onnx.step2, 1e-5),
+            "{:?} vs {:?}",
+            torch.step2,
+            onnx.step2
+        );
+        assert_eq!((torch.call, torch.subtype), (onnx.call, onnx.subtype));
+        let d = (&torch.call_maps - &onnx.call_maps)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(d < 1e-4, "heat-maps differ by {d}");
+        assert_eq!(int8.call_maps.size(), torch.call_maps.size());
+        assert!(
+            close(&torch.step1, &int8.step1, 0.05),
+            "{:?} vs {:?}",
+            torch.step1,
+            int8.step1
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

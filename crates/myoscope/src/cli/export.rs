@@ -3,6 +3,7 @@
 //! there.
 use crate::data::loader::{centre_items, spawn_epoch, EpochPlan, ImageSource};
 use crate::data::{Dataset, ManifestColumns};
+use crate::onnx::calibrate::Calibration;
 use crate::onnx::export::{
     export_model, model_dirs, read_run_dir, sidecar_path, write_model, INT8_FILE,
 };
@@ -52,6 +53,36 @@ pub struct OnnxArgs {
     /// How many photos of the manifest calibrate (spread evenly over it).
     #[arg(long, default_value_t = 32)]
     pub calibration_photos: usize,
+    /// How the activation ranges are chosen from the calibration photos: `percentile` clips
+    /// the rare extremes (see --percentile), `minmax` keeps them.
+    #[arg(long, value_enum, default_value_t = RangeMethod::Percentile)]
+    pub calibration: RangeMethod,
+    /// The percentile kept at each end with `--calibration percentile`.
+    #[arg(long, default_value_t = 99.999)]
+    pub percentile: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RangeMethod {
+    Percentile,
+    Minmax,
+}
+
+impl OnnxArgs {
+    fn calibration(&self) -> Result<Calibration> {
+        Ok(match self.calibration {
+            RangeMethod::Minmax => Calibration::MinMax,
+            RangeMethod::Percentile => {
+                if !(50.0..=100.0).contains(&self.percentile) {
+                    bail!(
+                        "--percentile must lie between 50 and 100, got {}",
+                        self.percentile
+                    );
+                }
+                Calibration::Percentile(self.percentile)
+            }
+        })
+    }
 }
 
 pub fn run(a: ExportArgs) -> Result<()> {
@@ -113,18 +144,17 @@ fn onnx(a: OnnxArgs) -> Result<()> {
             } else {
                 file
             };
+            let how = a.calibration()?;
             let (photos, batches) = calibration_batches(&spec, manifest, &a)?;
-            let note = format!(
-                "min/max per activation tensor over {photos} photo(s) of {}",
-                manifest.display()
-            );
-            let (bytes, sidecar) = export_int8(&spec, &vars, &sha, batches, note, 0)?;
+            let note = format!("{photos} photo(s) of {}", manifest.display());
+            let (bytes, sidecar) = export_int8(&spec, &vars, &sha, batches, how, note, 0)?;
             write_model(&file, &bytes, &sidecar)?;
             println!(
-                "{} → {} (int8, {:.1} MB, calibrated on {photos} photo(s))",
+                "{} → {} (int8, {:.1} MB, {} ranges from {photos} photo(s))",
                 dir.display(),
                 file.display(),
-                bytes.len() as f64 / 1e6
+                bytes.len() as f64 / 1e6,
+                how.describe()
             );
         }
     }
@@ -134,7 +164,7 @@ fn onnx(a: OnnxArgs) -> Result<()> {
 type Batches = Box<dyn Iterator<Item = Result<(Vec<f32>, [i64; 4])>>>;
 
 /// Normalised centre squares of up to `--calibration-photos` photos of the manifest, spread
-/// evenly over it, two per batch.
+/// evenly over it, one per batch.
 fn calibration_batches(
     spec: &ModelSpec,
     manifest: &Path,
@@ -163,7 +193,8 @@ fn calibration_batches(
     ));
     let plan = EpochPlan {
         items: centre_items(k),
-        batch_size: 2,
+        // One photo per pass: the calibration model outputs every activation at once.
+        batch_size: 1,
         augmentation: None,
         shuffle: false,
         seed: 0,

@@ -28,11 +28,14 @@
 //! looked for: `$MYOSCOPE_ONNXRUNTIME`, or the PyPI `onnxruntime` wheel in `.venv`).
 //! [`Engine`] is what `--engine torch|onnx` selects; `LoadedModel::use_engine` switches a
 //! loaded model over, exporting it in memory when its folder holds no current `model.onnx`.
+pub mod calibrate;
 pub mod densenet;
+pub mod equalize;
 pub mod export;
 pub mod graph;
 pub mod layers;
 pub mod mobile;
+pub mod prepare;
 pub mod proto;
 pub mod quantize;
 pub mod resnet;

@@ -6,17 +6,23 @@
 //!   biases int32 with scale `s_input · s_weight[c]`, as integer convolution needs.
 //! - **Activations**: every convolution's input and output (after its ReLU/ReLU6, which ONNX
 //!   Runtime then folds into the quantization) get one uint8 scale and zero point per tensor,
-//!   from the minimum and maximum seen on calibration photos (always including 0).
+//!   from the range seen on calibration photos (always including 0): by default the 99.999th
+//!   percentile at each end, or the extremes ([`super::calibrate`]).
 //!
 //! Everything else (batch norms on concatenations, pooling, heads, softmax) stays float.
+use super::calibrate::{ranges, Calibration, Collectors};
+use super::equalize;
 use super::export::{build_graph, finish, sidecar, OnnxSidecar};
+use super::prepare::batch_norms_as_convolutions;
 use super::proto::{Attribute, DataType, Graph, Message, Model, Node, TensorProto, ValueInfo};
 use crate::training::ModelSpec;
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 
 /// The activation tensors to quantize, in graph order: each Conv's input, and its output or,
-/// where a ReLU/Clip is the output's only consumer, that activation's output.
+/// where a ReLU/Clip is the output's only consumer, that activation's output; and the inputs
+/// and outputs of channel concatenations and pooling, so that a DenseNet's concat → norm →
+/// conv chain stays in uint8 (ONNX Runtime runs them as integer concatenation and pooling).
 pub fn activation_tensors(g: &Graph) -> Vec<String> {
     let mut consumers: HashMap<&str, Vec<&Node>> = HashMap::new();
     for n in &g.nodes {
@@ -31,17 +37,91 @@ pub fn activation_tensors(g: &Graph) -> Vec<String> {
             out.push(t.to_string());
         }
     };
-    for n in g.nodes.iter().filter(|n| n.op_type == "Conv") {
-        add(&n.inputs[0]);
-        let o = n.outputs[0].as_str();
-        match consumers.get(o).map(Vec::as_slice) {
-            Some([only]) if only.op_type == "Relu" || only.op_type == "Clip" => {
-                add(&only.outputs[0])
+    for n in &g.nodes {
+        match n.op_type.as_str() {
+            "Conv" => {
+                add(&n.inputs[0]);
+                let o = n.outputs[0].as_str();
+                match consumers.get(o).map(Vec::as_slice) {
+                    Some([only]) if only.op_type == "Relu" || only.op_type == "Clip" => {
+                        add(&only.outputs[0])
+                    }
+                    _ => add(o),
+                }
             }
-            _ => add(o),
+            "Concat" | "MaxPool" | "AveragePool" => {
+                for i in &n.inputs {
+                    add(i);
+                }
+                add(&n.outputs[0]);
+            }
+            _ => {}
         }
     }
     out
+}
+
+/// Gives tensors that meet in a channel concatenation one shared range (the union of
+/// theirs), and a max pool's output its input's. Then ONNX Runtime concatenates the uint8
+/// values by plain copies instead of requantizing each input through a lookup table, and
+/// pools them directly. After [`super::equalize`] the concatenated channels span about the
+/// same range anyway, so sharing costs little resolution.
+///
+/// A max pool's output stays out of the concatenation's group: it shares its input's range,
+/// which comes from a ReLU and starts at 0, and only a zero point of 0 lets ONNX Runtime fold
+/// that ReLU into the integer convolution before it.
+fn share_ranges(g: &Graph, ranges: &mut HashMap<String, (f32, f32)>) {
+    let pooled: HashSet<&str> = g
+        .nodes
+        .iter()
+        .filter(|n| n.op_type == "MaxPool")
+        .map(|n| n.outputs[0].as_str())
+        .collect();
+    let mut parent: HashMap<String, String> = HashMap::new();
+    fn root(parent: &mut HashMap<String, String>, t: &str) -> String {
+        let mut r = t.to_string();
+        while let Some(p) = parent.get(&r).filter(|p| **p != r) {
+            r = p.clone();
+        }
+        parent.insert(t.to_string(), r.clone());
+        r
+    }
+    for n in g.nodes.iter().filter(|n| n.op_type == "Concat") {
+        let tied: Vec<&String> = n
+            .inputs
+            .iter()
+            .chain(&n.outputs)
+            .filter(|t| !pooled.contains(t.as_str()))
+            .collect();
+        let Some((head, rest)) = tied.split_first() else {
+            continue;
+        };
+        let first = root(&mut parent, head);
+        for t in rest {
+            let r = root(&mut parent, t);
+            parent.insert(r, first.clone());
+        }
+    }
+    let members: Vec<String> = parent.keys().cloned().collect();
+    let mut union: HashMap<String, (f32, f32)> = HashMap::new();
+    for t in &members {
+        if let Some(&(lo, hi)) = ranges.get(t) {
+            let r = root(&mut parent, t);
+            let e = union.entry(r).or_insert((lo, hi));
+            *e = (e.0.min(lo), e.1.max(hi));
+        }
+    }
+    for t in &members {
+        let r = root(&mut parent, t);
+        if let (Some(&u), true) = (union.get(&r), ranges.contains_key(t)) {
+            ranges.insert(t.clone(), u);
+        }
+    }
+    for n in g.nodes.iter().filter(|n| n.op_type == "MaxPool") {
+        if let Some(&r) = ranges.get(&n.inputs[0]) {
+            ranges.insert(n.outputs[0].clone(), r);
+        }
+    }
 }
 
 /// The model with `tensors` as extra outputs, for collecting their ranges.
@@ -229,20 +309,47 @@ pub fn quantize(model: &Model, ranges: &HashMap<String, (f32, f32)>) -> Result<M
 }
 
 /// Exports the model, calibrates its activation ranges on `images` (normalised batches as
-/// row-major NCHW floats with their shapes) in ONNX Runtime, and returns the int8 QDQ model.
+/// row-major NCHW floats with their shapes) in ONNX Runtime by `how`, and returns the int8 QDQ
+/// model. `calibration` says for the sidecar what the photos were.
 pub fn export_int8(
     spec: &ModelSpec,
     vars: &HashMap<String, tch::Tensor>,
     weights_sha256: &str,
     images: impl IntoIterator<Item = Result<(Vec<f32>, [i64; 4])>>,
+    how: Calibration,
     calibration: String,
     threads: usize,
 ) -> Result<(Vec<u8>, OnnxSidecar)> {
-    let meta = sidecar(spec, weights_sha256, "int8", Some(calibration));
+    let note = format!(
+        "{} per activation tensor over {calibration}",
+        how.describe()
+    );
+    let meta = sidecar(spec, weights_sha256, "int8", Some(note));
+    // Two passes over the photos: channel peaks for the equalization, then the ranges of the
+    // equalized graph.
+    let batches: Vec<(Vec<f32>, [i64; 4])> = images.into_iter().collect::<Result<_>>()?;
     let fp32 = finish(build_graph(spec, vars)?, &meta);
+    let candidates = equalize::candidates(&fp32.graph);
+    let fp32 = if candidates.is_empty() {
+        fp32
+    } else {
+        let names: Vec<String> = candidates.iter().map(|c| c.output.clone()).collect();
+        let probe = with_extra_outputs(&fp32, &names).to_bytes();
+        let mut peaks: HashMap<String, Vec<f32>> = HashMap::new();
+        super::runtime::visit_outputs(&probe, &names, &batches, threads, |name, shape, v| {
+            equalize::fold_peaks(peaks.entry(name.to_string()).or_default(), shape, v)
+        })?;
+        equalize::equalize(&fp32, &candidates, &equalize::gains(&peaks))?
+    };
+    let (fp32, _) = batch_norms_as_convolutions(&fp32)?;
     let tensors = activation_tensors(&fp32.graph);
     let probe = with_extra_outputs(&fp32, &tensors).to_bytes();
-    let ranges = super::runtime::output_ranges(&probe, &tensors, images, threads)?;
+    let mut collectors = Collectors::new();
+    super::runtime::visit_outputs(&probe, &tensors, &batches, threads, |name, _, v| {
+        collectors.entry(name.to_string()).or_default().add(v)
+    })?;
+    let mut ranges = ranges(&collectors, how);
+    share_ranges(&fp32.graph, &mut ranges);
     let int8 = quantize(&fp32, &ranges)?;
     Ok((int8.to_bytes(), meta))
 }
@@ -250,6 +357,44 @@ pub fn export_int8(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Concatenated tensors end up with the union of their ranges, a max pool's output with
+    /// its input's, and tensors outside both keep theirs.
+    #[test]
+    fn concatenations_and_max_pools_share_ranges() {
+        let g = Graph {
+            nodes: vec![
+                node("Concat", &["a", "b"], "c", vec![]),
+                node("MaxPool", &["p"], "q", vec![]),
+                node("Concat", &["q", "d"], "e", vec![]),
+                node("Relu", &["e"], "f", vec![]),
+            ],
+            ..Default::default()
+        };
+        let mut r: HashMap<String, (f32, f32)> = [
+            ("a", (-1.0, 2.0)),
+            ("b", (0.0, 5.0)),
+            ("c", (-1.0, 5.0)),
+            ("p", (0.0, 3.0)),
+            ("q", (0.0, 2.5)),
+            ("d", (-2.0, 1.0)),
+            ("e", (-2.0, 3.0)),
+            ("f", (0.0, 9.0)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        share_ranges(&g, &mut r);
+        for t in ["a", "b", "c"] {
+            assert_eq!(r[t], (-1.0, 5.0), "{t}");
+        }
+        // The pooled tensor keeps its input's range; the rest of its concatenation shares.
+        assert_eq!((r["p"], r["q"]), ((0.0, 3.0), (0.0, 3.0)));
+        for t in ["d", "e"] {
+            assert_eq!(r[t], (-2.0, 3.0), "{t}");
+        }
+        assert_eq!(r["f"], (0.0, 9.0));
+    }
 
     #[test]
     fn uint8_range_keeps_zero_exact() {

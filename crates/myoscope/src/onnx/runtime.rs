@@ -13,7 +13,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -263,35 +262,28 @@ impl OnnxClassifier {
     }
 }
 
-/// The minimum and maximum of each named output of `model` over all `batches` (row-major NCHW
-/// floats with their shapes): the calibration pass of int8 quantization.
-pub fn output_ranges(
+/// Runs `model` on every batch (row-major NCHW floats with their shapes) and shows each named
+/// output to `visit` (name, shape, values): the calibration passes of quantization.
+pub fn visit_outputs(
     model: &[u8],
     names: &[String],
-    batches: impl IntoIterator<Item = Result<(Vec<f32>, [i64; 4])>>,
+    batches: &[(Vec<f32>, [i64; 4])],
     threads: usize,
-) -> Result<HashMap<String, (f32, f32)>> {
+    mut visit: impl FnMut(&str, &[i64], &[f32]),
+) -> Result<()> {
     let mut session = session_builder(threads)?
         .commit_from_memory(model)
         .map_err(|e| anyhow!("ONNX Runtime rejected the calibration model: {e}"))?;
-    let mut ranges: HashMap<String, (f32, f32)> = HashMap::new();
-    for batch in batches {
-        let (data, shape) = batch?;
-        let input = OrtTensor::from_array((shape, data)).map_err(ort_err)?;
+    for (data, shape) in batches {
+        let input = OrtTensor::from_array((*shape, data.clone())).map_err(ort_err)?;
         let outputs = session.run(ort::inputs![INPUT => input]).map_err(ort_err)?;
         for name in names {
             let v = outputs
                 .get(name)
                 .with_context(|| format!("the calibration model has no output '{name}'"))?;
-            let (_, data) = v.try_extract_tensor::<f32>().map_err(ort_err)?;
-            let (lo, hi) = data
-                .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-                    (lo.min(x), hi.max(x))
-                });
-            let e = ranges.entry(name.clone()).or_insert((lo, hi));
-            *e = (e.0.min(lo), e.1.max(hi));
+            let (shape, data) = v.try_extract_tensor::<f32>().map_err(ort_err)?;
+            visit(name, shape, data);
         }
     }
-    Ok(ranges)
+    Ok(())
 }
