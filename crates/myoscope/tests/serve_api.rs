@@ -603,3 +603,61 @@ fn a_two_step_ensemble_diagnoses_as_the_command_line_does() {
     println!("groups called: {called:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--engine onnx` answers as libtorch does (the trunk in ONNX Runtime, the heat-maps from its
+/// feature maps by the same closed form), and `--engine onnx-int8` without an int8 file says
+/// how to make one.
+#[test]
+fn the_onnx_engine_answers_as_libtorch_does() {
+    if let Err(e) = myoscope::onnx::runtime::init() {
+        eprintln!("SKIP: ONNX Runtime is not available here: {e:#}");
+        return;
+    }
+    let dir = scratch("engine");
+    let (run, manifest) = tiny_run(&dir);
+    let photos = photos(&manifest);
+    let parts = || {
+        vec![
+            file("a.png", std::fs::read(&photos[0]).unwrap()),
+            file("b.png", std::fs::read(&photos[1]).unwrap()),
+            field("slide", "S-1"),
+        ]
+    };
+    let answer = |engine: &str| {
+        let server = Server::start(&["--model", run.to_str().unwrap(), "--engine", engine]);
+        let r = post(server.addr.as_str(), "/v1/diagnose", &parts(), &[]);
+        assert_eq!(r.status, 200, "{engine}: {}", r.text());
+        r.json()
+    };
+    let (torch, onnx) = (answer("torch"), answer("onnx"));
+    assert_eq!(torch["diagnosis"]["call"], onnx["diagnosis"]["call"]);
+    let (t, o) = (
+        torch["diagnosis"]["group_probabilities"]
+            .as_object()
+            .unwrap(),
+        onnx["diagnosis"]["group_probabilities"]
+            .as_object()
+            .unwrap(),
+    );
+    for (class, p) in t {
+        let (a, b) = (p.as_f64().unwrap(), o[class].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-4, "{class}: {a} vs {b}");
+    }
+    for photo in onnx["photos"].as_array().unwrap() {
+        let overlay = photo["heat_map"]["overlay"].as_str().unwrap();
+        assert!(overlay.starts_with("data:image/"), "{}", &overlay[..40]);
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_myoscope"))
+        .args([
+            "serve",
+            "--model",
+            run.to_str().unwrap(),
+            "--engine",
+            "onnx-int8",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--int8 --calibrate"), "{err}");
+}

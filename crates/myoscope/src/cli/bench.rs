@@ -4,7 +4,7 @@
 //! `myoscope bench` is `--case classifier-inference --case classifier-training`).
 use crate::bench::report::SuiteReport;
 use crate::bench::runner::{find_python, project_root, run_case, Reference};
-use crate::bench::{cases, inputs, select, Params, Workload};
+use crate::bench::{cases, inputs, select, Engine, Params, Workload};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -138,9 +138,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
         machine.cpu,
         machine.logical_cpus,
     );
-    let needs_photos = suite
-        .iter()
-        .any(|c| matches!(c.workload, Workload::Pipeline | Workload::Slide));
+    // The pipeline and the slide read photos; int8 models calibrate on them.
+    let needs_photos = suite.iter().any(|c| {
+        matches!(c.workload, Workload::Pipeline | Workload::Slide) || c.engine == Engine::OnnxInt8
+    });
     let photos = if needs_photos {
         inputs::write_photos(&a.out.join("inputs"), 8, 1360, 1024)?
     } else {

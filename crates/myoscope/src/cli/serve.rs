@@ -27,6 +27,11 @@ pub struct ServeArgs {
     pub token_file: Option<PathBuf>,
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Inference engine: libtorch (`torch`), or ONNX Runtime on the CPU from each model's
+    /// `model.onnx` (`onnx`) or `model.int8.onnx` (`onnx-int8`, made by `myoscope export onnx
+    /// --int8 --calibrate`): the fast path for a clinic PC.
+    #[arg(long, value_enum, default_value_t = crate::onnx::Engine::Torch)]
+    pub engine: crate::onnx::Engine,
     /// Inference threads, each holding its own copy of the models.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -91,6 +96,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         addr: SocketAddr::new(a.bind, a.port),
         token,
         device,
+        engine: a.engine,
         workers: a.workers,
         limits: Limits {
             max_upload_bytes: a

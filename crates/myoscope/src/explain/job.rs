@@ -1,7 +1,7 @@
 //! One `explain` run: for every photo, the model's (or ensemble's) probabilities, the heat-map
 //! of the chosen class on the square the model saw, its overlay and focused/unfocused images,
 //! a contact sheet per slide and, where lesion masks exist, the pointing game.
-use super::gradcam::{ensemble_mean, heat_maps, heat_maps_at_layer, CamMethod};
+use super::gradcam::{ensemble_mean, heat_maps_at_layer, CamMethod};
 use super::photos::{stem_of, PhotoItem};
 use super::pointing::{score, summarise, PhotoScore, PointingSummary};
 use super::render::{contact_sheet, crop_mask, focus_split, overlay, SquareHeat};
@@ -327,15 +327,16 @@ impl Prepared {
         let maps = models
             .iter()
             .map(|m| {
-                let x = self.input.to_device(m.vs.device());
                 let last =
                     m.net.pools_maps() && m.net.layer_names().last().is_some_and(|l| l == layer);
-                let h = if last {
-                    heat_maps(&m.net, &x, &[class], method)
+                if last {
+                    m.heat_maps(&self.input, &[class], method)
                 } else {
+                    // Inner layers need libtorch's trunk, whatever engine gives the probabilities.
+                    let x = self.input.to_device(m.vs.device());
                     heat_maps_at_layer(&m.net, &x, &[class], method, layer)
-                };
-                h.map(|h| h.to_device(tch::Device::Cpu))
+                        .map(|h| h.to_device(tch::Device::Cpu))
+                }
             })
             .collect::<Result<Vec<_>>>()?;
         let map = if maps.len() == 1 {

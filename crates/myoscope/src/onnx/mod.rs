@@ -55,3 +55,14 @@ pub enum Engine {
     /// ONNX Runtime with the int8 model `model.int8.onnx` (`export onnx --int8 --calibrate`).
     OnnxInt8,
 }
+
+impl Engine {
+    /// As the command line spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Torch => "torch",
+            Engine::Onnx => "onnx",
+            Engine::OnnxInt8 => "onnx-int8",
+        }
+    }
+}

@@ -67,7 +67,14 @@ pub struct SlideResult {
 }
 
 impl Classifier {
-    pub fn open(source: &ModelSource, device: tch::Device) -> Result<Self> {
+    /// Loads the models onto `device`, then switches them to `engine` (ONNX Runtime uses
+    /// `threads` intra-op threads per model; 0: one per core).
+    pub fn open(
+        source: &ModelSource,
+        device: tch::Device,
+        engine: crate::onnx::Engine,
+        threads: usize,
+    ) -> Result<Self> {
         let (step1, step2, hierarchy, eval, classes) = match source {
             ModelSource::Ensemble(ens) => {
                 let m = &ens.manifest;
@@ -103,6 +110,13 @@ impl Classifier {
                 )
             }
         };
+        let (mut step1, mut step2) = (step1, step2);
+        for m in step1
+            .iter_mut()
+            .chain(step2.iter_mut().flat_map(|s| s.models.iter_mut()))
+        {
+            m.use_engine(engine, threads)?;
+        }
         check_models(&step1)?;
         for s in &step2 {
             check_models(&s.models)?;

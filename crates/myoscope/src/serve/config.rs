@@ -48,6 +48,8 @@ pub struct ServeConfig {
     /// When set, `/v1/*` requires `Authorization: Bearer <token>`.
     pub token: Option<String>,
     pub device: tch::Device,
+    /// libtorch, or ONNX Runtime (fp32 or int8) on the CPU.
+    pub engine: crate::onnx::Engine,
     /// Inference threads, each with its own copy of the models.
     pub workers: usize,
     pub limits: Limits,

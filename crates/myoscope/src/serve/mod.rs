@@ -61,8 +61,10 @@ pub fn run(config: ServeConfig) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", config.addr))?;
         let addr = listener.local_addr()?;
         println!(
-            "myoscope serve: model {} (version {}), listening on http://{addr}",
-            state.info.name, state.info.version
+            "myoscope serve: model {} (version {}, engine {}), listening on http://{addr}",
+            state.info.name,
+            state.info.version,
+            config.engine.name()
         );
         if !addr.ip().is_loopback() && config.token.is_none() {
             println!("warning: listening beyond this computer without --token-file: anyone on the network can use the API");

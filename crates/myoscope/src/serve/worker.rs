@@ -204,7 +204,10 @@ struct Engine {
 impl Engine {
     fn open(config: &ServeConfig) -> Result<Self> {
         let source = ModelSource::resolve(&config.model)?;
-        let classifier = Classifier::open(&source, config.device)?;
+        // Each worker thread runs its own models: split the cores between them.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (cores / config.workers.max(1)).max(1);
+        let classifier = Classifier::open(&source, config.device, config.engine, threads)?;
         let segmenter = match &config.segment_model {
             Some(dir) => Some(Segmenter::open(dir, config.device)?),
             None => None,

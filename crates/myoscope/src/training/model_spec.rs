@@ -142,6 +142,28 @@ impl LoadedModel {
     }
 
     /// Class probabilities [B, K] (on the CPU) for a normalised batch [B, 3, S, S].
+    /// Grad-CAM heat-maps `[N, h, w]` at the trunk's last maps (see
+    /// [`crate::explain::gradcam::heat_maps`]). With ONNX Runtime the trunk runs there and its
+    /// `feature_maps` output feeds the same closed form on the libtorch heads.
+    pub fn heat_maps(
+        &self,
+        images: &tch::Tensor,
+        classes: &[i64],
+        method: crate::explain::gradcam::CamMethod,
+    ) -> Result<tch::Tensor> {
+        use crate::explain::gradcam::{heat_maps, heat_maps_from_maps};
+        let Some(onnx) = &self.onnx else {
+            let x = images.to_device(self.vs.device());
+            return Ok(heat_maps(&self.net, &x, classes, method)?.to_device(tch::Device::Cpu));
+        };
+        let out = onnx.forward(images)?;
+        // The maps come stitched into a mosaic; splitting it is the same reshaping as
+        // splitting an image into patches.
+        let mosaic = tch::Tensor::from_slice(&out.feature_maps).view(&out.feature_maps_shape[..]);
+        let maps = self.net.split_patches(&mosaic.to_device(self.vs.device()));
+        Ok(heat_maps_from_maps(&self.net, &maps, classes, method)?.to_device(tch::Device::Cpu))
+    }
+
     pub fn probabilities(&self, images: &tch::Tensor) -> Result<tch::Tensor> {
         if let Some(onnx) = &self.onnx {
             return onnx.probabilities(images);
