@@ -135,7 +135,7 @@ pub fn onnx_session(
 }
 
 /// Photos that calibrate each int8 model of the bench.
-pub const CALIBRATION_PHOTOS: usize = 4;
+pub const CALIBRATION_PHOTOS: usize = 2;
 
 /// The same forward pass through ONNX Runtime, on our export of the same seeded model
 /// (exported in memory; the clinic's `--engine onnx` or `onnx-int8`).
@@ -184,7 +184,7 @@ impl Runnable for OnnxInference {
         describe(
             &self.params,
             if self.int8 {
-                "forward + softmax, ONNX Runtime int8 (QDQ, calibrated on 4 bench photos) on our export"
+                "forward + softmax, ONNX Runtime int8 (QDQ, calibrated on 2 bench photos) on our export"
             } else {
                 "forward + softmax, ONNX Runtime fp32 on our export"
             },

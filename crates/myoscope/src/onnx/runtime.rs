@@ -150,6 +150,8 @@ fn session_builder(threads: usize) -> Result<ort::session::builder::SessionBuild
     let mut b = Session::builder(&env)
         .map_err(ort_err)?
         .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(ort_err)?
+        .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
         .map_err(ort_err)?;
     if threads > 0 {
         b = b.with_intra_threads(threads).map_err(ort_err)?;
