@@ -89,16 +89,27 @@ impl Runnable for Inference {
     }
 }
 
+/// Calibration batches for the bench's int8 models, decoded once per case.
+pub type Calibration = Vec<(Vec<f32>, [i64; 4])>;
+
+/// The bench photos that calibrate its int8 models (they are random-init, so any photos
+/// serve to set the ranges the timing runs through).
+pub fn calibration(params: &Params) -> Result<Calibration> {
+    if params.photos.is_empty() {
+        anyhow::bail!("the int8 cases calibrate on the bench photos, and there are none");
+    }
+    super::inputs::calibration_batches(&params.photos, CALIBRATION_PHOTOS, params.size)
+}
+
 /// Our ONNX export of a built model (`vs` holds its weights, `classes` outputs) in an ONNX
-/// Runtime session: fp32, or with `int8` the static int8 model calibrated on the bench's
-/// photos (99.999th-percentile ranges, as `myoscope export onnx --int8` does by default).
+/// Runtime session: fp32, or, given `int8` calibration batches, the static int8 model
+/// (99.999th-percentile ranges, as `myoscope export onnx --int8` does by default).
 pub fn onnx_session(
     params: &Params,
     vs: &nn::VarStore,
     classes: i64,
-    int8: bool,
+    int8: Option<&Calibration>,
 ) -> Result<crate::onnx::OnnxClassifier> {
-    use crate::onnx::calibrate::Calibration;
     use crate::{config::ModelConfig, training::ModelSpec};
     let spec = ModelSpec {
         model: ModelConfig {
@@ -111,20 +122,13 @@ pub fn onnx_session(
     };
     let threads = usize::try_from(params.threads).unwrap_or(0);
     let vars = vs.variables();
-    let (bytes, sidecar) = if int8 {
-        if params.photos.is_empty() {
-            anyhow::bail!("the int8 cases calibrate on the bench photos, and there are none");
-        }
-        let batches =
-            super::inputs::calibration_batches(&params.photos, CALIBRATION_PHOTOS, params.size)?
-                .into_iter()
-                .map(Ok);
+    let (bytes, sidecar) = if let Some(batches) = int8 {
         crate::onnx::quantize::export_int8(
             &spec,
             &vars,
             "bench",
-            batches,
-            Calibration::Percentile(99.999),
+            batches.iter().cloned().map(Ok),
+            crate::onnx::calibrate::Calibration::Percentile(99.999),
             format!("{CALIBRATION_PHOTOS} bench photos"),
             threads,
         )?
@@ -151,7 +155,12 @@ impl OnnxInference {
     pub fn new(params: &Params, int8: bool) -> Result<Self> {
         tch::manual_seed(0);
         let (vs, _net) = model(params, 2, Device::Cpu)?;
-        let model = onnx_session(params, &vs, 2, int8)?;
+        let batches = if int8 {
+            Some(calibration(params)?)
+        } else {
+            None
+        };
+        let model = onnx_session(params, &vs, 2, batches.as_ref())?;
         let shape = [params.batch, 3, params.size, params.size];
         let x = Tensor::randn(shape, (Kind::Float, Device::Cpu));
         let x = Vec::<f32>::try_from(x.flatten(0, -1))?;

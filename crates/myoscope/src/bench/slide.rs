@@ -69,6 +69,10 @@ impl SlideDiagnosis {
         if engine != Engine::Libtorch && (precision != Precision::Fp32 || device != Device::Cpu) {
             bail!("the ONNX engines run on the CPU from fp32 models");
         }
+        let batches = match engine {
+            Engine::OnnxInt8 => Some(super::classifier::calibration(params)?),
+            _ => None,
+        };
         let build = |classes: i64, seed: i64| -> Result<Vec<Member>> {
             (0..params.ensemble as i64)
                 .map(|k| {
@@ -77,8 +81,9 @@ impl SlideDiagnosis {
                     vs.freeze();
                     let onnx = match engine {
                         Engine::Libtorch => None,
-                        Engine::Onnx => Some(onnx_session(params, &vs, classes, false)?),
-                        Engine::OnnxInt8 => Some(onnx_session(params, &vs, classes, true)?),
+                        Engine::Onnx | Engine::OnnxInt8 => {
+                            Some(onnx_session(params, &vs, classes, batches.as_ref())?)
+                        }
                     };
                     vs.set_kind(precision.kind());
                     Ok(Member { _vs: vs, net, onnx })
@@ -132,12 +137,7 @@ fn forward(m: &Member, x: &Batch) -> Result<(Tensor, Tensor)> {
     match (&m.onnx, &x.tensor) {
         (Some(onnx), _) => {
             let out = onnx.run(x.pixels.clone(), x.shape)?;
-            let k = (out.probabilities.len() / out.batch) as i64;
-            let probs = Tensor::from_slice(&out.probabilities).view([out.batch as i64, k]);
-            // ONNX gives the maps stitched into a mosaic; splitting it into patches is the
-            // same reshaping as splitting an image.
-            let mosaic = Tensor::from_slice(&out.feature_maps).view(&out.feature_maps_shape[..]);
-            Ok((probs, m.net.split_patches(&mosaic)))
+            Ok((out.probabilities_tensor(), out.patch_maps(&m.net)))
         }
         (None, Some(x)) => {
             let maps = tch::no_grad(|| m.net.patch_maps(x, false));

@@ -13,23 +13,13 @@
 //! channels, so every one of them spans the shared range; the norms that read the channel
 //! take `γ' = γ/k`, `mean' = k·mean`, giving the same output. Weights are quantized per output
 //! channel, so scaling a row costs them no precision.
-use super::proto::{AttrValue, DataType, Graph, Model, Node, TensorProto};
+use super::proto::{Graph, Model};
 use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 
 /// The largest gain given to one channel: a channel that was nearly silent on the calibration
 /// photos keeps some headroom for photos where it is not.
 pub const MAX_GAIN: f32 = 64.0;
-
-fn int_attr(n: &Node, name: &str) -> Option<i64> {
-    n.attributes
-        .iter()
-        .find(|a| a.name == name)
-        .and_then(|a| match a.value {
-            AttrValue::Int(v) => Some(v),
-            _ => None,
-        })
-}
 
 /// The channel count of each activation whose count follows from the graph (conv weights,
 /// then ops that keep or concatenate channels).
@@ -46,7 +36,7 @@ fn channel_counts(g: &Graph) -> HashMap<String, i64> {
             "BatchNormalization" | "Relu" | "MaxPool" | "AveragePool" => {
                 counts.get(&n.inputs[0]).copied()
             }
-            "Concat" if int_attr(n, "axis") == Some(1) => n
+            "Concat" if n.int_attribute("axis") == Some(1) => n
                 .inputs
                 .iter()
                 .map(|i| counts.get(i).copied())
@@ -71,12 +61,7 @@ pub struct Candidate {
 
 /// Every convolution whose output reaches batch norms and nothing else.
 pub fn candidates(g: &Graph) -> Vec<Candidate> {
-    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for x in &n.inputs {
-            consumers.entry(x.as_str()).or_default().push(i);
-        }
-    }
+    let consumers = g.consumers();
     let counts = channel_counts(g);
     let outputs: HashSet<&str> = g.outputs.iter().map(|o| o.name.as_str()).collect();
     let readers = |t: &str| -> Option<Vec<(usize, i64)>> {
@@ -97,7 +82,7 @@ pub fn candidates(g: &Graph) -> Vec<Candidate> {
                     "Relu" | "MaxPool" | "AveragePool" => {
                         stack.push((n.outputs[0].clone(), offset))
                     }
-                    "Concat" if int_attr(n, "axis") == Some(1) => {
+                    "Concat" if n.int_attribute("axis") == Some(1) => {
                         if n.inputs.iter().filter(|x| **x == name).count() != 1 {
                             return None;
                         }
@@ -154,16 +139,6 @@ pub fn gains(peaks: &HashMap<String, Vec<f32>>) -> HashMap<String, Vec<f32>> {
         .collect()
 }
 
-fn floats(t: &TensorProto) -> Result<Vec<f32>> {
-    if t.data_type != DataType::Float {
-        bail!("initializer '{}' is not float", t.name);
-    }
-    Ok(t.raw_data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
-}
-
 /// The model with each candidate's channels scaled by its `gains` and the reading norms
 /// compensated. Fails rather than scale one parameter twice.
 pub fn equalize(
@@ -181,7 +156,7 @@ pub fn equalize(
                 .iter()
                 .find(|i| i.name == name)
                 .with_context(|| format!("'{name}' is not an initializer"))?;
-            values.insert(name.to_string(), floats(init)?);
+            values.insert(name.to_string(), init.floats()?);
         }
         let v = values.get_mut(name).expect("just inserted");
         for (i, x) in v.iter_mut().enumerate() {
@@ -226,7 +201,7 @@ pub fn equalize(
     let mut out = model.clone();
     for init in out.graph.initializers.iter_mut() {
         if let Some(v) = values.get(&init.name) {
-            init.raw_data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            init.set_floats(v);
         }
     }
     Ok(out)

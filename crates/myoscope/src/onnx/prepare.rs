@@ -11,30 +11,9 @@
 //! like the others (one weight per channel, so the per-channel int8 weight is exact up to
 //! rounding of one value), its ReLU fuses into it, and the chain concat → norm → conv stays
 //! in uint8 and NHWC.
-use super::proto::{AttrValue, Attribute, DataType, Graph, Model, Node, TensorProto};
+use super::proto::{Attribute, Graph, Model, Node, TensorProto};
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
-
-fn floats(t: &TensorProto) -> Result<Vec<f32>> {
-    if t.data_type != DataType::Float {
-        bail!("initializer '{}' is not float", t.name);
-    }
-    Ok(t.raw_data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
-}
-
-fn epsilon(n: &Node) -> f32 {
-    n.attributes
-        .iter()
-        .find(|a| a.name == "epsilon")
-        .and_then(|a| match a.value {
-            AttrValue::Float(v) => Some(v),
-            _ => None,
-        })
-        .unwrap_or(1e-5)
-}
 
 /// Whether a batch norm's output reaches only convolutions (directly or through one ReLU):
 /// then it sits between integer convolutions and is worth converting. A norm that feeds the
@@ -66,23 +45,17 @@ fn feeds_convolutions_only(g: &Graph, consumers: &HashMap<&str, Vec<usize>>, out
 /// depthwise 1×1 convolution; returns how many were replaced.
 pub fn batch_norms_as_convolutions(model: &Model) -> Result<(Model, usize)> {
     let g = &model.graph;
-    let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for x in &n.inputs {
-            consumers.entry(x.as_str()).or_default().push(i);
-        }
-    }
+    let consumers = g.consumers();
     let inits: HashMap<&str, &TensorProto> = g
         .initializers
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
     let get = |name: &str| -> Result<Vec<f32>> {
-        floats(
-            inits
-                .get(name)
-                .with_context(|| format!("batch-norm parameter '{name}' is not an initializer"))?,
-        )
+        inits
+            .get(name)
+            .with_context(|| format!("batch-norm parameter '{name}' is not an initializer"))?
+            .floats()
     };
     let mut out = model.clone();
     let mut added = Vec::new();
@@ -106,7 +79,7 @@ pub fn batch_norms_as_convolutions(model: &Model) -> Result<(Model, usize)> {
                 n.name
             );
         }
-        let eps = epsilon(n);
+        let eps = n.float_attribute("epsilon").unwrap_or(1e-5);
         let w: Vec<f32> = (0..c).map(|k| gamma[k] / (var[k] + eps).sqrt()).collect();
         let b: Vec<f32> = (0..c).map(|k| beta[k] - mean[k] * w[k]).collect();
         let (wn, bn) = (

@@ -121,6 +121,23 @@ pub struct TensorProto {
 }
 
 impl TensorProto {
+    /// The values of a float initializer (the graph rewrites read and rescale weights).
+    pub fn floats(&self) -> anyhow::Result<Vec<f32>> {
+        if self.data_type != DataType::Float {
+            anyhow::bail!("initializer '{}' is not float", self.name);
+        }
+        Ok(self
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    /// Replaces a float initializer's values (same shape).
+    pub fn set_floats(&mut self, data: &[f32]) {
+        self.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    }
+
     pub fn float(name: &str, dims: &[i64], data: &[f32]) -> Self {
         Self::from_le(
             name,
@@ -275,6 +292,28 @@ pub struct Node {
     pub domain: String,
 }
 
+impl Node {
+    pub fn int_attribute(&self, name: &str) -> Option<i64> {
+        self.attributes
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| match a.value {
+                AttrValue::Int(v) => Some(v),
+                _ => None,
+            })
+    }
+
+    pub fn float_attribute(&self, name: &str) -> Option<f32> {
+        self.attributes
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| match a.value {
+                AttrValue::Float(v) => Some(v),
+                _ => None,
+            })
+    }
+}
+
 impl Message for Node {
     fn encode(&self, e: &mut Encoder) {
         for i in &self.inputs {
@@ -363,6 +402,19 @@ pub struct Graph {
     pub doc_string: String,
     pub inputs: Vec<ValueInfo>,
     pub outputs: Vec<ValueInfo>,
+}
+
+impl Graph {
+    /// For each tensor name, the indices of the nodes that read it.
+    pub fn consumers(&self) -> std::collections::HashMap<&str, Vec<usize>> {
+        let mut readers: std::collections::HashMap<&str, Vec<usize>> = Default::default();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for x in &n.inputs {
+                readers.entry(x.as_str()).or_default().push(i);
+            }
+        }
+        readers
+    }
 }
 
 impl Message for Graph {

@@ -16,7 +16,7 @@ use super::export::{build_graph, finish, sidecar, OnnxSidecar};
 use super::prepare::batch_norms_as_convolutions;
 use super::proto::{Attribute, DataType, Graph, Message, Model, Node, TensorProto, ValueInfo};
 use crate::training::ModelSpec;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::{HashMap, HashSet};
 
 /// The activation tensors to quantize, in graph order: each Conv's input, and its output or,
@@ -24,12 +24,7 @@ use std::collections::{HashMap, HashSet};
 /// and outputs of channel concatenations and pooling, so that a DenseNet's concat → norm →
 /// conv chain stays in uint8 (ONNX Runtime runs them as integer concatenation and pooling).
 pub fn activation_tensors(g: &Graph) -> Vec<String> {
-    let mut consumers: HashMap<&str, Vec<&Node>> = HashMap::new();
-    for n in &g.nodes {
-        for i in &n.inputs {
-            consumers.entry(i.as_str()).or_default().push(n);
-        }
-    }
+    let consumers = g.consumers();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let mut add = |t: &str| {
@@ -43,8 +38,8 @@ pub fn activation_tensors(g: &Graph) -> Vec<String> {
                 add(&n.inputs[0]);
                 let o = n.outputs[0].as_str();
                 match consumers.get(o).map(Vec::as_slice) {
-                    Some([only]) if only.op_type == "Relu" || only.op_type == "Clip" => {
-                        add(&only.outputs[0])
+                    Some(&[only]) if matches!(g.nodes[only].op_type.as_str(), "Relu" | "Clip") => {
+                        add(&g.nodes[only].outputs[0])
                     }
                     _ => add(o),
                 }
@@ -162,16 +157,6 @@ pub fn int8_per_channel(w: &[f32], rows: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-fn f32s(t: &TensorProto) -> Result<Vec<f32>> {
-    if t.data_type != DataType::Float {
-        bail!("initializer '{}' is not float", t.name);
-    }
-    Ok(t.raw_data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
-}
-
 fn node(op: &str, inputs: &[&str], output: &str, attributes: Vec<Attribute>) -> Node {
     Node {
         inputs: inputs.iter().map(|s| s.to_string()).collect(),
@@ -234,7 +219,7 @@ pub fn quantize(model: &Model, ranges: &HashMap<String, (f32, f32)>) -> Result<M
                 .remove(&wname)
                 .with_context(|| format!("conv weight '{wname}' is not an initializer"))?;
             let rows = w.dims[0] as usize;
-            let (wq, ws) = int8_per_channel(&f32s(&w)?, rows);
+            let (wq, ws) = int8_per_channel(&w.floats()?, rows);
             let (wq_n, ws_n, wz_n) = (
                 format!("{wname}.q"),
                 format!("{wname}.scale"),
@@ -257,7 +242,8 @@ pub fn quantize(model: &Model, ranges: &HashMap<String, (f32, f32)>) -> Result<M
                     .remove(&bname)
                     .with_context(|| format!("conv bias '{bname}' is not an initializer"))?;
                 let bs: Vec<f32> = ws.iter().map(|s| s * s_x).collect();
-                let bq: Vec<i32> = f32s(&b)?
+                let bq: Vec<i32> = b
+                    .floats()?
                     .iter()
                     .zip(&bs)
                     .map(|(v, s)| (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32)

@@ -129,6 +129,22 @@ pub struct OnnxOutput {
     pub batch: usize,
 }
 
+impl OnnxOutput {
+    /// The class probabilities as a CPU tensor `[N, K]`.
+    pub fn probabilities_tensor(&self) -> tch::Tensor {
+        let k = (self.probabilities.len() / self.batch.max(1)) as i64;
+        tch::Tensor::from_slice(&self.probabilities).view([self.batch as i64, k])
+    }
+
+    /// The per-patch trunk maps `[N·g², C, h, w]` of `net` (the model this was exported from),
+    /// for the closed-form heat-maps: ONNX gives them stitched into a mosaic, and splitting a
+    /// mosaic is the same reshaping as splitting an image into patches.
+    pub fn patch_maps(&self, net: &crate::models::AggregatedClassifier) -> tch::Tensor {
+        let mosaic = tch::Tensor::from_slice(&self.feature_maps).view(&self.feature_maps_shape[..]);
+        net.split_patches(&mosaic)
+    }
+}
+
 /// An exported aggregated classifier in an ONNX Runtime session.
 pub struct OnnxClassifier {
     session: Mutex<Session>,
@@ -258,9 +274,7 @@ impl OnnxClassifier {
 
     /// Class probabilities `[N, K]` as a CPU tensor, like `LoadedModel::probabilities`.
     pub fn probabilities(&self, images: &tch::Tensor) -> Result<tch::Tensor> {
-        let out = self.forward(images)?;
-        let k = self.sidecar.classes.len() as i64;
-        Ok(tch::Tensor::from_slice(&out.probabilities).view([out.batch as i64, k]))
+        Ok(self.forward(images)?.probabilities_tensor())
     }
 }
 

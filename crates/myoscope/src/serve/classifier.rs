@@ -75,7 +75,7 @@ impl Classifier {
         engine: crate::onnx::Engine,
         threads: usize,
     ) -> Result<Self> {
-        let (step1, step2, hierarchy, eval, classes) = match source {
+        let (mut step1, mut step2, hierarchy, eval, classes) = match source {
             ModelSource::Ensemble(ens) => {
                 let m = &ens.manifest;
                 let first = &m.stages[0].stage;
@@ -110,7 +110,6 @@ impl Classifier {
                 )
             }
         };
-        let (mut step1, mut step2) = (step1, step2);
         for m in step1
             .iter_mut()
             .chain(step2.iter_mut().flat_map(|s| s.models.iter_mut()))

@@ -156,11 +156,10 @@ impl LoadedModel {
             let x = images.to_device(self.vs.device());
             return Ok(heat_maps(&self.net, &x, classes, method)?.to_device(tch::Device::Cpu));
         };
-        let out = onnx.forward(images)?;
-        // The maps come stitched into a mosaic; splitting it is the same reshaping as
-        // splitting an image into patches.
-        let mosaic = tch::Tensor::from_slice(&out.feature_maps).view(&out.feature_maps_shape[..]);
-        let maps = self.net.split_patches(&mosaic.to_device(self.vs.device()));
+        let maps = onnx
+            .forward(images)?
+            .patch_maps(&self.net)
+            .to_device(self.vs.device());
         Ok(heat_maps_from_maps(&self.net, &maps, classes, method)?.to_device(tch::Device::Cpu))
     }
 
