@@ -301,16 +301,19 @@ fn a_full_queue_answers_503_and_the_token_is_required() {
     .unwrap();
     stalled.write_all(&body[..body.len() / 2]).unwrap();
     stalled.flush().unwrap();
-    let mut busy = None;
-    for _ in 0..50 {
-        let r = post(a, "/v1/diagnose", &[file("b.png", photo.clone())], &auth);
-        if r.status == 503 {
-            busy = Some(r);
+    // The server admits the stalled upload on its own schedule; until it has, a probe could
+    // take the place itself. Wait until health shows the place held, then probe once.
+    let mut held = false;
+    for _ in 0..200 {
+        if get(a, "/healthz", &[]).json()["queue"]["in_progress"] == 1 {
+            held = true;
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let busy = busy.expect("the server never reported a full queue");
+    assert!(held, "the server never admitted the stalled upload");
+    let busy = post(a, "/v1/diagnose", &[file("b.png", photo.clone())], &auth);
+    assert_eq!(busy.status, 503, "{}", busy.text());
     assert_eq!(busy.code(), "busy");
     let retry: u64 = busy.header("Retry-After").unwrap().parse().unwrap();
     assert!(retry >= 1, "Retry-After {retry}");
