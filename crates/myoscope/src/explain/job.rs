@@ -121,7 +121,7 @@ pub fn run(
     for item in items {
         bar.set_message(item.key.clone());
         let prepared = Prepared::load(item, models)?;
-        let probs = prepared.probabilities(models)?;
+        let (probs, kept) = prepared.probabilities_keeping_maps(models)?;
         let predicted = argmax(&probs);
         let explained = match &opts.class {
             ClassChoice::Predicted => predicted as i64,
@@ -134,7 +134,7 @@ pub fn run(
                 ),
             },
         };
-        let heat = prepared.heat(models, explained, opts.method, &layer)?;
+        let heat = prepared.heat(models, &kept, explained, opts.method, &layer)?;
         let stem = stem_of(&item.key);
         let (files, overlaid) = write_pictures(&photo_dir, &stem, &prepared.square, &heat)?;
         if let Some(slide) = &item.slide {
@@ -165,7 +165,7 @@ pub fn run(
                     let h = if method == opts.method && truth == explained {
                         heat.clone()
                     } else {
-                        prepared.heat(models, truth, method, &layer)?
+                        prepared.heat(models, &kept, truth, method, &layer)?
                     };
                     if let Some(s) = score(&h, &mask) {
                         scores.entry(method.name()).or_default().push(s);
@@ -315,21 +315,47 @@ impl Prepared {
         Ok(Vec::<f64>::try_from(mean)?)
     }
 
+    /// Mean of the models' class probabilities, keeping each model's trunk maps (where it has
+    /// them) for [`Self::heat`].
+    pub fn probabilities_keeping_maps(
+        &self,
+        models: &[LoadedModel],
+    ) -> Result<(Vec<f64>, Vec<Option<Tensor>>)> {
+        let mut sum: Option<Tensor> = None;
+        let mut kept = Vec::with_capacity(models.len());
+        for m in models {
+            let (p, maps) = m.probabilities_with_maps(&self.input)?;
+            let p = p.view([-1]).to_kind(Kind::Double);
+            sum = Some(match sum {
+                Some(s) => s + p,
+                None => p,
+            });
+            kept.push(maps);
+        }
+        let mean = sum.context("no model")? / models.len() as f64;
+        Ok((Vec::<f64>::try_from(mean)?, kept))
+    }
+
     /// The heat-map of `class` on the square (the mean over the models, each scaled to a
-    /// maximum of 1).
+    /// maximum of 1), reusing the trunk maps that [`Self::probabilities_keeping_maps`] kept
+    /// (one per model; an empty slice runs each trunk again).
     pub fn heat(
         &self,
         models: &[LoadedModel],
+        kept: &[Option<Tensor>],
         class: i64,
         method: CamMethod,
         layer: &str,
     ) -> Result<SquareHeat> {
         let maps = models
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(i, m)| {
                 let last =
                     m.net.pools_maps() && m.net.layer_names().last().is_some_and(|l| l == layer);
-                if last {
+                if let (true, Some(Some(maps))) = (last, kept.get(i)) {
+                    m.heat_maps_from(maps, &[class], method)
+                } else if last {
                     m.heat_maps(&self.input, &[class], method)
                 } else {
                     // Inner layers need libtorch's trunk, whatever engine gives the probabilities.

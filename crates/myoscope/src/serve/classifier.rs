@@ -167,10 +167,13 @@ impl Classifier {
             .iter()
             .map(|p| Prepared::from_image(&p.image, &self.step1).with_context(|| p.name.clone()))
             .collect::<Result<Vec<_>>>()?;
-        let per_photo = prepared
+        // Each step-1 trunk pass keeps its maps, so the call's heat-maps need no second pass.
+        let (per_photo, kept): (Vec<_>, Vec<_>) = prepared
             .iter()
-            .map(|p| p.probabilities(&self.step1))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|p| p.probabilities_keeping_maps(&self.step1))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let mean = crate::diagnose::mean_rows(per_photo.iter());
         let (p, call) = self.decision.call(&mean);
 
@@ -203,7 +206,7 @@ impl Classifier {
         let mut results = Vec::with_capacity(photos.len());
         for (i, (photo, prep)) in photos.iter().zip(&prepared).enumerate() {
             let heat_map = if heat_maps {
-                Some(self.pictures(prep, call_index, picture_side, false)?)
+                Some(self.pictures(prep, &kept[i], call_index, picture_side, false)?)
             } else {
                 None
             };
@@ -261,7 +264,7 @@ impl Classifier {
             .map(|photo| {
                 let prep = Prepared::from_image(&photo.image, &self.step1)
                     .with_context(|| photo.name.clone())?;
-                let probs = prep.probabilities(&self.step1)?;
+                let (probs, kept) = prep.probabilities_keeping_maps(&self.step1)?;
                 let predicted = argmax(&probs);
                 let target = named_class.unwrap_or(predicted as i64);
                 Ok(PhotoResult {
@@ -271,7 +274,7 @@ impl Classifier {
                     group_probabilities: named(classes, &probs),
                     subtype_probabilities: BTreeMap::new(),
                     predicted: classes[predicted].clone(),
-                    heat_map: Some(self.pictures(&prep, target, picture_side, true)?),
+                    heat_map: Some(self.pictures(&prep, &kept, target, picture_side, true)?),
                 })
             })
             .collect()
@@ -280,6 +283,7 @@ impl Classifier {
     fn pictures(
         &self,
         prep: &Prepared,
+        kept: &[Option<tch::Tensor>],
         class: i64,
         side: u32,
         with_raw: bool,
@@ -290,7 +294,7 @@ impl Classifier {
             .last()
             .cloned()
             .unwrap_or_default();
-        let heat: SquareHeat = prep.heat(&self.step1, class, self.method, &layer)?;
+        let heat: SquareHeat = prep.heat(&self.step1, kept, class, self.method, &layer)?;
         let overlaid = overlay(&prep.square, &heat, 0.45)?;
         let (focused, unfocused) = focus_split(&prep.square, &heat)?;
         let heat_map_16bit = if with_raw {

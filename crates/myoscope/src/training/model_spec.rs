@@ -163,6 +163,50 @@ impl LoadedModel {
         Ok(heat_maps_from_maps(&self.net, &maps, classes, method)?.to_device(tch::Device::Cpu))
     }
 
+    /// Class probabilities [B, K] (on the CPU) and, where the heat-maps' closed form applies
+    /// (the heads read the trunk's last maps), those patch maps `[B·g², C, h, w]` from the
+    /// same forward pass, for [`Self::heat_maps_from`]: a photo's call and its heat-map then
+    /// cost one trunk pass instead of two.
+    pub fn probabilities_with_maps(
+        &self,
+        images: &tch::Tensor,
+    ) -> Result<(tch::Tensor, Option<tch::Tensor>)> {
+        if !self.net.pools_maps() {
+            return Ok((self.probabilities(images)?, None));
+        }
+        if let Some(onnx) = &self.onnx {
+            let out = onnx.forward(images)?;
+            return Ok((out.probabilities_tensor(), Some(out.patch_maps(&self.net))));
+        }
+        Ok(tch::no_grad(|| {
+            let x = images
+                .to_device(self.vs.device())
+                .to_kind(self.precision.kind());
+            let maps = self.net.patch_maps(&x, false);
+            let probabilities = self
+                .net
+                .head_forward(&maps)
+                .logits
+                .softmax(-1, tch::Kind::Float)
+                .to_device(tch::Device::Cpu);
+            (probabilities, Some(maps))
+        }))
+    }
+
+    /// [`Self::heat_maps`] from patch maps that [`Self::probabilities_with_maps`] gave.
+    pub fn heat_maps_from(
+        &self,
+        patch_maps: &tch::Tensor,
+        classes: &[i64],
+        method: crate::explain::gradcam::CamMethod,
+    ) -> Result<tch::Tensor> {
+        let maps = patch_maps.to_device(self.vs.device());
+        Ok(
+            crate::explain::gradcam::heat_maps_from_maps(&self.net, &maps, classes, method)?
+                .to_device(tch::Device::Cpu),
+        )
+    }
+
     pub fn probabilities(&self, images: &tch::Tensor) -> Result<tch::Tensor> {
         if let Some(onnx) = &self.onnx {
             return onnx.probabilities(images);
@@ -177,5 +221,53 @@ impl LoadedModel {
                 .softmax(-1, tch::Kind::Float)
                 .to_device(tch::Device::Cpu)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::explain::gradcam::CamMethod;
+    use tch::{Device, Kind, Tensor};
+
+    /// One trunk pass gives what two gave: the same probabilities, and from its kept maps the
+    /// same heat-maps as a fresh pass.
+    #[test]
+    fn kept_maps_give_the_same_probabilities_and_heat_maps() {
+        let spec = ModelSpec {
+            model: crate::config::ModelConfig {
+                arch: "densenet-tiny".into(),
+                grid: 2,
+                input_size: 64,
+                ..Default::default()
+            },
+            classes: vec!["a".into(), "b".into(), "c".into()],
+        };
+        tch::manual_seed(5);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = spec.build(&vs).unwrap();
+        let model = LoadedModel {
+            spec,
+            vs,
+            net,
+            weights: Default::default(),
+            onnx: None,
+            precision: crate::precision::Precision::Fp32,
+        };
+        let x = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));
+        let (p, maps) = model.probabilities_with_maps(&x).unwrap();
+        let maps = maps.expect("a DenseNet's heads read its last maps");
+        let expect = model.probabilities(&x).unwrap();
+        assert!(p.allclose(&expect, 1e-5, 1e-6, false));
+        let mut peak = 0f64;
+        for method in [CamMethod::Plain, CamMethod::PatchWeighted] {
+            let kept = model.heat_maps_from(&maps, &[0, 2], method).unwrap();
+            let fresh = model.heat_maps(&x, &[0, 2], method).unwrap();
+            assert_eq!((kept.size(), kept.size()[0]), (fresh.size(), 2));
+            let d = (&kept - &fresh).abs().max().double_value(&[]);
+            assert!(d < 1e-6, "{} maps differ by {d}", method.name());
+            peak = peak.max(kept.max().double_value(&[]));
+        }
+        assert!(peak > 0.0, "every map was zero: nothing was compared");
     }
 }
