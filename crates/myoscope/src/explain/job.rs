@@ -300,19 +300,7 @@ impl Prepared {
 
     /// Mean of the models' class probabilities.
     pub fn probabilities(&self, models: &[LoadedModel]) -> Result<Vec<f64>> {
-        let mut sum: Option<Tensor> = None;
-        for m in models {
-            let p = m
-                .probabilities(&self.input)?
-                .view([-1])
-                .to_kind(Kind::Double);
-            sum = Some(match sum {
-                Some(s) => s + p,
-                None => p,
-            });
-        }
-        let mean = sum.context("no model")? / models.len() as f64;
-        Ok(Vec::<f64>::try_from(mean)?)
+        Ok(self.probabilities_keeping_maps(models)?.0)
     }
 
     /// Mean of the models' class probabilities, keeping each model's trunk maps (where it has

@@ -293,24 +293,25 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn int_attribute(&self, name: &str) -> Option<i64> {
+    fn attribute(&self, name: &str) -> Option<&AttrValue> {
         self.attributes
             .iter()
             .find(|a| a.name == name)
-            .and_then(|a| match a.value {
-                AttrValue::Int(v) => Some(v),
-                _ => None,
-            })
+            .map(|a| &a.value)
+    }
+
+    pub fn int_attribute(&self, name: &str) -> Option<i64> {
+        match self.attribute(name)? {
+            AttrValue::Int(v) => Some(*v),
+            _ => None,
+        }
     }
 
     pub fn float_attribute(&self, name: &str) -> Option<f32> {
-        self.attributes
-            .iter()
-            .find(|a| a.name == name)
-            .and_then(|a| match a.value {
-                AttrValue::Float(v) => Some(v),
-                _ => None,
-            })
+        match self.attribute(name)? {
+            AttrValue::Float(v) => Some(*v),
+            _ => None,
+        }
     }
 }
 

@@ -141,7 +141,13 @@ impl LoadedModel {
         self.precision = precision;
     }
 
-    /// Class probabilities [B, K] (on the CPU) for a normalised batch [B, 3, S, S].
+    /// A normalised batch as the libtorch model takes it: on its device, in its precision.
+    fn torch_input(&self, images: &tch::Tensor) -> tch::Tensor {
+        images
+            .to_device(self.vs.device())
+            .to_kind(self.precision.kind())
+    }
+
     /// Grad-CAM heat-maps `[N, h, w]` at the trunk's last maps (see
     /// [`crate::explain::gradcam::heat_maps`]). With ONNX Runtime the trunk runs there and its
     /// `feature_maps` output feeds the same closed form on the libtorch heads.
@@ -151,16 +157,15 @@ impl LoadedModel {
         classes: &[i64],
         method: crate::explain::gradcam::CamMethod,
     ) -> Result<tch::Tensor> {
-        use crate::explain::gradcam::{heat_maps, heat_maps_from_maps};
         let Some(onnx) = &self.onnx else {
-            let x = images.to_device(self.vs.device());
-            return Ok(heat_maps(&self.net, &x, classes, method)?.to_device(tch::Device::Cpu));
+            let x = self.torch_input(images);
+            return Ok(
+                crate::explain::gradcam::heat_maps(&self.net, &x, classes, method)?
+                    .to_device(tch::Device::Cpu),
+            );
         };
-        let maps = onnx
-            .forward(images)?
-            .patch_maps(&self.net)
-            .to_device(self.vs.device());
-        Ok(heat_maps_from_maps(&self.net, &maps, classes, method)?.to_device(tch::Device::Cpu))
+        let maps = onnx.forward(images)?.patch_maps(&self.net);
+        self.heat_maps_from(&maps, classes, method)
     }
 
     /// Class probabilities [B, K] (on the CPU) and, where the heat-maps' closed form applies
@@ -179,16 +184,8 @@ impl LoadedModel {
             return Ok((out.probabilities_tensor(), Some(out.patch_maps(&self.net))));
         }
         Ok(tch::no_grad(|| {
-            let x = images
-                .to_device(self.vs.device())
-                .to_kind(self.precision.kind());
-            let maps = self.net.patch_maps(&x, false);
-            let probabilities = self
-                .net
-                .head_forward(&maps)
-                .logits
-                .softmax(-1, tch::Kind::Float)
-                .to_device(tch::Device::Cpu);
+            let maps = self.net.patch_maps(&self.torch_input(images), false);
+            let probabilities = softmax_on_cpu(&self.net.head_forward(&maps).logits);
             (probabilities, Some(maps))
         }))
     }
@@ -207,21 +204,22 @@ impl LoadedModel {
         )
     }
 
+    /// Class probabilities [B, K] (on the CPU) for a normalised batch [B, 3, S, S].
     pub fn probabilities(&self, images: &tch::Tensor) -> Result<tch::Tensor> {
         if let Some(onnx) = &self.onnx {
             return onnx.probabilities(images);
         }
         Ok(tch::no_grad(|| {
-            let x = images
-                .to_device(self.vs.device())
-                .to_kind(self.precision.kind());
-            self.net
-                .forward_t(&x, false)
-                .logits
-                .softmax(-1, tch::Kind::Float)
-                .to_device(tch::Device::Cpu)
+            softmax_on_cpu(&self.net.forward_t(&self.torch_input(images), false).logits)
         }))
     }
+}
+
+/// Probabilities in f32 on the CPU, whatever kind and device the logits are in.
+fn softmax_on_cpu(logits: &tch::Tensor) -> tch::Tensor {
+    logits
+        .softmax(-1, tch::Kind::Float)
+        .to_device(tch::Device::Cpu)
 }
 
 #[cfg(test)]
